@@ -1,0 +1,162 @@
+"""Which timm model families ``timm_adl.insert`` works on.
+
+For each model module of timm (``timm.list_modules()``), build its smallest architecture (fewest
+parameters, counted on the meta device), insert ADL after ``pool3`` and ``pool4``, and check: eval output
+bit-identical, train output changed and both ADLs called, state_dict keys identical in order and the base
+weights load strict, class and timm attributes kept, deepcopy/pickle, ``adl_points`` round trip, and a
+re-trace (``get_graph_node_names``) that still sees the ADLs. Prints a table per family and the share of
+applicable families that work. A family is "not applicable" when it has no NCHW feature map at stride 8
+or 16 (transformers on tokens, channels-last models).
+
+    nice -n 10 python benchmarks/insert_coverage.py [--modules resnet vgg ...] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import pickle
+import signal
+import sys
+import time
+import traceback
+import warnings
+
+import timm
+import torch
+from timm.layers import get_graph_node_names
+from tqdm import tqdm
+
+import timm_adl
+from timm_adl.points import analyse
+
+POINTS = ('pool3', 'pool4')
+
+
+def smallest_architecture(module: str) -> str:
+    """Fewest parameters among the module's architectures (built on the meta device: no memory, no init)."""
+    best = None
+    for name in timm.list_models(module=module):
+        try:
+            with torch.device('meta'), warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                count = sum(p.numel() for p in timm.create_model(name).parameters())
+        except Exception:
+            continue
+        if best is None or count < best[0]:
+            best = (count, name)
+    if best is None:
+        raise RuntimeError('no architecture of this module builds on the meta device')
+    return best[1]
+
+
+class NotApplicable(Exception):
+    pass
+
+
+def check(name: str) -> str:
+    """Run every check on one architecture; return a short note, raise on failure."""
+    torch.manual_seed(0)
+    base = timm.create_model(name).eval()
+    points = analyse(base)
+    missing = [p for p in POINTS if p not in points.aliases]
+    if missing:
+        strides = sorted({2**lv for lv in points.level.values() if lv})
+        raise NotApplicable(
+            f'no NCHW feature map for {"/".join(missing)} (NCHW strides seen: {strides or "none"})'
+        )
+    model = timm_adl.insert(base, after=list(POINTS))
+    adls = [m for m in model.modules() if isinstance(m, timm_adl.ADL)]
+    distinct = len({points.resolve(p)[0] for p in POINTS})  # two aliases can name one block boundary
+    assert len(adls) == distinct, f'{len(adls)} ADL modules for {distinct} points'
+    assert type(model) is type(base), f'class changed to {type(model).__name__}'
+    for attr in ('pretrained_cfg', 'default_cfg', 'num_classes', 'forward_features', 'forward_head'):
+        assert hasattr(model, attr) == hasattr(base, attr), f'attribute {attr} lost'
+    assert list(model.state_dict()) == list(base.state_dict()), 'state_dict keys differ'
+    model.load_state_dict(base.state_dict(), strict=True)
+    size = points.input_size
+    x = torch.randn(2, *size)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(base(x), model(x)), 'eval output differs'
+    calls = []
+    hooks = [a.register_forward_hook(lambda *_: calls.append(1)) for a in adls]
+    model.train()
+    base.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        y_base = base(x)
+        torch.manual_seed(1)
+        y_model = model(x)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == distinct, f'{len(calls)} ADL calls in train mode'
+    assert not torch.equal(y_base, y_model), 'train output unchanged'
+    model.eval()
+    copy.deepcopy(model)
+    pickle.loads(pickle.dumps(model))
+    rebuilt = timm_adl.insert(base, after=timm_adl.adl_points(model))
+    assert timm_adl.adl_points(rebuilt) == timm_adl.adl_points(model), 'adl_points round trip'
+    names = [p for p, _ in model.named_modules() if isinstance(_, timm_adl.ADL)]
+    assert names == [p for p, _ in rebuilt.named_modules() if isinstance(_, timm_adl.ADL)], (
+        'rebuilt elsewhere'
+    )
+    where = ', '.join(f'{a}={points.resolve(a)[0][1]}' for a in POINTS)
+    try:
+        nodes = get_graph_node_names(model)[1]
+        seen = sum(1 for n in nodes if n.split('.')[-1].endswith('adl'))
+        note = '' if seen == distinct else f'; re-trace sees {seen}/{distinct} ADL (inside a leaf module)'
+    except Exception as err:  # model not FX-traceable as a whole
+        note = f'; re-trace fails: {type(err).__name__}'
+    return where + note
+
+
+def _alarm(signum, frame):
+    raise TimeoutError('time limit')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--modules', nargs='*', help='timm modules to check (default: all)')
+    parser.add_argument('--timeout', type=int, default=180, help='seconds per family')
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    # timm's own model modules only (plugins such as timm_adl register theirs in the same registry)
+    modules = args.modules or [m for m in timm.list_modules() if f'timm.models.{m}' in sys.modules]
+    rows = []
+    signal.signal(signal.SIGALRM, _alarm)
+    for module in tqdm(modules, disable=None, file=sys.stderr, leave=False):
+        signal.alarm(args.timeout)
+        start = time.perf_counter()
+        arch = '?'
+        try:
+            arch = smallest_architecture(module)
+            status, detail = 'works', check(arch)
+        except NotApplicable as err:
+            status, detail = 'n/a', str(err)
+        except Exception as err:
+            status, detail = 'FAILS', f'{type(err).__name__}: {str(err).splitlines()[0][:200]}'
+            if '-v' in sys.argv:
+                traceback.print_exc()
+        finally:
+            signal.alarm(0)
+        rows.append((module, arch, status, detail, time.perf_counter() - start))
+        print(f'{module}: {arch}: {status} ({rows[-1][4]:.1f} s) {detail}', file=sys.stderr, flush=True)
+    width = max(len(r[0]) for r in rows)
+    arch_width = max(len(r[1]) for r in rows)
+    print(f'{"family":<{width}}  {"architecture":<{arch_width}}  {"result":<5}  {"s":>5}  detail')
+    for module, arch, status, detail, secs in rows:
+        print(f'{module:<{width}}  {arch:<{arch_width}}  {status:<5}  {secs:5.1f}  {detail}')
+    works = sum(r[2] == 'works' for r in rows)
+    applicable = sum(r[2] != 'n/a' for r in rows)
+    share = 100.0 * works / max(applicable, 1)
+    print(
+        f'\n{works}/{applicable} applicable families work ({share:.1f} %); '
+        f'{len(rows) - applicable} not applicable; {len(rows)} families checked '
+        f'(timm {timm.__version__}, torch {torch.__version__})'
+    )
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
