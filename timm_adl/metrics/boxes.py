@@ -1,0 +1,385 @@
+"""Boxes from score maps and box overlap, with the exact semantics of wsolevaluation's ``evaluation.py``.
+
+A score map in [0, 1] is quantised to 8 bits by truncation, ``q = (map * 255).astype(uint8)`` (in float64,
+as the reference receives its maps). At a threshold ``thr`` the kept pixels are those with
+``q > int(thr * q.max())``. Their contours are OpenCV's ``findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``:
+one outer contour per 8-connected component and one hole contour per 4-connected hole. A contour's box
+is its ``boundingRect`` as ``x0, y0, x0 + w, y0 + h`` (one pixel past the last one), clipped to
+``W - 1`` / ``H - 1``. The largest-contour variant keeps the contour of largest polygon area
+(``contourArea``, the first one on ties); the multi-contour variant keeps all. No contour gives
+``[0, 0, 0, 0]``.
+
+:func:`extract_boxes` gives those boxes for one map; :func:`batch_boxes` for a batch of maps at every
+threshold, and :func:`best_iou` scores them against the ground truth. They read the boxes off one
+union-find sweep per map (:mod:`._levelsets`) instead of running the contour finder once per threshold;
+OpenCV is still run where polygon areas are needed to pick the largest contour and a bound cannot
+settle it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from ._levelsets import apply_luts, quad_counts, quantise, sweep
+
+__all__ = ['default_cam_thresholds', 'extract_boxes', 'iou_inclusive', 'quantize_scoremaps', 'resize_boxes']
+
+CHUNK_PIXELS = 800_000  # pixels per pass through the component trees: the work arrays stay in cache
+
+
+def chunk_size(scoremaps: np.ndarray) -> int:
+    """Maps per pass through the component trees (evaluators split larger batches)."""
+    return max(1, CHUNK_PIXELS // max(1, scoremaps.shape[1] * scoremaps.shape[2]))
+
+
+def default_cam_thresholds() -> np.ndarray:
+    """The reference's threshold list: ``np.arange(0, 1, 0.01)`` (100 values, 1.0 excluded)."""
+    return np.arange(0, 1, 0.01)
+
+
+def as_scoremaps(scoremaps, name: str = 'scoremaps') -> np.ndarray:
+    """(N, H, W) float32 or float64 array from an array, tensor or sequence of 2-D maps, checked.
+
+    Maps must be finite and in [0, 1], as the reference requires. float32 and float64 are kept as they
+    are (the 8-bit quantisation is done in float64, as the reference does after ``t2n``).
+    """
+    if hasattr(scoremaps, 'detach'):  # a torch tensor
+        import torch
+
+        t = scoremaps.detach().cpu()
+        if not t.is_floating_point():
+            raise ValueError(f'{name} must hold floats in [0, 1], got dtype {t.dtype}')
+        arr = (t if t.dtype in (torch.float32, torch.float64) else t.float()).numpy()
+    elif isinstance(scoremaps, np.ndarray):
+        arr = scoremaps
+    else:
+        arr = np.stack([np.asarray(m) for m in scoremaps]) if len(scoremaps) else np.zeros((0, 1, 1))
+    if arr.dtype.kind != 'f':
+        raise ValueError(f'{name} must hold floats in [0, 1], got dtype {arr.dtype}')
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f'{name} must have shape (N, H, W), got {tuple(arr.shape)}')
+    if arr.shape[0] and not (0 < arr.shape[1] < 32000 and 0 < arr.shape[2] < 32000):
+        raise ValueError(
+            f'{name} must be between 1 and 31999 pixels high and wide, got {tuple(arr.shape[1:])}'
+        )
+    if arr.size:
+        lo, hi = float(arr.min()), float(arr.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f'{name} must not contain NaN or infinite values')
+        if lo < 0 or hi > 1:
+            raise ValueError(f'{name} must be in [0, 1] (min-max normalised), got values in [{lo:g}, {hi:g}]')
+    return np.ascontiguousarray(arr)
+
+
+def quantize_scoremaps(scoremaps: np.ndarray) -> np.ndarray:
+    """The reference's 8-bit map: ``(map * 255).astype(uint8)`` computed in float64 (truncation)."""
+    return (np.asarray(scoremaps, dtype=np.float64) * 255).astype(np.uint8)
+
+
+def check_boxes(boxes, name: str = 'boxes') -> np.ndarray:
+    """(K, 4) int64 array of inclusive ``x0 y0 x1 y1`` boxes, checked as the reference checks them."""
+    arr = np.asarray(boxes.detach().cpu().numpy() if hasattr(boxes, 'detach') else boxes)
+    if arr.ndim == 1 and arr.size == 4:
+        arr = arr.reshape(1, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f'{name} must have shape (K, 4) (x0, y0, x1, y1), got {tuple(arr.shape)}')
+    if arr.dtype.kind == 'f':
+        if not np.isfinite(arr).all():
+            raise ValueError(f'{name} must be finite')
+        if (arr != np.floor(arr)).any():
+            raise ValueError(
+                f'{name} must hold whole pixel coordinates, got {arr[(arr != np.floor(arr)).any(1)][0]}'
+            )
+    arr = arr.astype(np.int64)
+    if (arr < 0).any():
+        raise ValueError(f'{name} must be non-negative, got {arr[(arr < 0).any(1)][0].tolist()}')
+    bad = (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+    if bad.any():
+        raise ValueError(
+            f'{name} must satisfy x1 >= x0 and y1 >= y0 (inclusive x0 y0 x1 y1), got {arr[bad][0].tolist()}'
+        )
+    return arr
+
+
+def iou_inclusive(boxes_a, boxes_b) -> np.ndarray:
+    """(A, B) IoU of inclusive pixel boxes: areas are ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
+
+    The reference's ``calculate_multiple_iou``: a non-positive union (impossible for valid boxes) gives 0.
+    """
+    a = check_boxes(boxes_a, 'boxes_a')[:, None, :]
+    b = check_boxes(boxes_b, 'boxes_b')[None, :, :]
+    return _iou(a, b)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of broadcast int64 boxes (..., 4), with the reference's exact float operations."""
+    inter = np.maximum(
+        0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ) * np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    den = area_a + area_b - inter
+    ok = den > 0
+    return np.where(ok, inter / np.where(ok, den, 1), 0.0)
+
+
+def resize_boxes(boxes, image_size: Sequence[int], resize_size: Sequence[int]) -> np.ndarray:
+    """Boxes of an image of ``image_size = (W, H)`` mapped to ``resize_size = (W', H')``, the reference's way.
+
+    Each coordinate is multiplied by ``W' / W`` (or ``H' / H``) in float64 and truncated with ``int()``
+    (wsolevaluation's ``resize_bbox``), so a box can lose up to a pixel on each side.
+    """
+    arr = check_boxes(boxes)
+    (w, h), (nw, nh) = (tuple(float(v) for v in image_size), tuple(float(v) for v in resize_size))
+    if min(w, h, nw, nh) <= 0:
+        raise ValueError(f'image sizes must be positive, got {tuple(image_size)} -> {tuple(resize_size)}')
+    scale = np.array([nw, nh, nw, nh])
+    size = np.array([w, h, w, h])
+    return (arr.astype(np.float64) * scale / size).astype(np.int64)
+
+
+def contour_boxes(q: np.ndarray, level: int, multi_contour: bool) -> np.ndarray:
+    """The reference's boxes of one 8-bit map at one integer level, straight from OpenCV."""
+    h, w = q.shape
+    _, binary = cv2.threshold(q, level, 255, cv2.THRESH_BINARY)
+    # [-2]: OpenCV 3 returns (image, contours, hierarchy), later versions (contours, hierarchy)
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64)
+    if not multi_contour:
+        contours = [max(contours, key=cv2.contourArea)]
+    out = np.empty((len(contours), 4), dtype=np.int64)
+    for i, c in enumerate(contours):
+        x, y, bw, bh = cv2.boundingRect(c)
+        out[i] = (x, y, min(x + bw, w - 1), min(y + bh, h - 1))
+    return out
+
+
+class _Levels:
+    """Per-map integer levels of a batch: threshold ``thr`` of map i becomes ``int(thr * q_i.max())``.
+
+    A *query* is one distinct level of one map; ``query[i, k]`` is the query of threshold k of map i.
+    Maps with the same maximum share their levels (computed once).
+    """
+
+    def __init__(self, q: np.ndarray, thresholds: np.ndarray):
+        n = q.shape[0]
+        self.q_max = q.reshape(n, -1).max(axis=1) if q.size else np.zeros(n, dtype=np.uint8)
+        # the reference's int(threshold * np.max(scoremap_image)), in float64, truncated
+        maxima, self._group = np.unique(self.q_max, return_inverse=True)
+        t = (thresholds[None, :] * maxima[:, None].astype(np.float64)).astype(np.int64)
+        uniq = [np.unique(row) for row in t]
+        index = [np.searchsorted(u, row) for u, row in zip(uniq, t, strict=True)]
+        # levels fit a byte unless a map has 255 or more distinct levels (the dual's frame is one above)
+        self.dtype = np.uint8 if max((u.size for u in uniq), default=0) < 255 else np.uint16
+        self._luts = [np.searchsorted(u, np.arange(256), side='left').astype(self.dtype) for u in uniq]
+        self.unique = [uniq[g] for g in self._group]
+        self.k = np.array([u.size for u in uniq], dtype=np.int64)[self._group] if n else np.zeros(0, np.int64)
+        self.offset = np.concatenate([[0], np.cumsum(self.k)]).astype(np.int64)
+        self.query = (
+            self.offset[:-1, None] + np.stack(index)[self._group]
+            if n
+            else np.zeros((0, len(thresholds)), np.int64)
+        )
+        self.map_of_query = np.repeat(np.arange(n), self.k)
+        self.index_of_query = np.arange(int(self.offset[-1])) - np.repeat(self.offset[:-1], self.k)
+        self.value_of_query = np.concatenate(self.unique) if n else np.zeros(0, dtype=np.int64)
+
+    def groups(self):
+        """(level lookup table of the 8-bit values, maps that use it) for each distinct maximum."""
+        for g, lut in enumerate(self._luts):
+            yield lut, np.flatnonzero(self._group == g)
+
+
+def _prepare(scoremaps: np.ndarray, thresholds: np.ndarray):
+    """8-bit maps, their levels (:class:`_Levels`) and the (N, H, W) int16 level images of a batch."""
+    q = quantise(scoremaps)
+    lv = _Levels(q, thresholds)
+    luts = np.stack(lv._luts).astype(np.int16)[lv._group]
+    return q, lv, apply_luts(q, luts)
+
+
+def batch_boxes(
+    scoremaps: np.ndarray, thresholds: np.ndarray, multi_contour: bool, largest: bool = True
+) -> dict:
+    """Boxes of every map of a batch at every threshold.
+
+    Returns a dict with ``levels`` (the :class:`_Levels`), and for each variant asked for,
+    ``largest``: (Q, 4) int64 box per query, ``multi``: ``(query (B,), boxes (B, 4))`` of every
+    contour; a query is a distinct integer level of a map (``levels.query`` maps thresholds to queries).
+    """
+    n, h, w = scoremaps.shape
+    if n == 0:
+        lv = _Levels(np.zeros((0, h, w), dtype=np.uint8), thresholds)
+        e = np.zeros((0, 4), dtype=np.int64)
+        return {'levels': lv, 'largest': e, 'multi': (np.zeros(0, dtype=np.int64), e)}
+    q, lv, lev = _prepare(scoremaps, thresholds)
+    out: dict = {'levels': lv}
+    n_q = int(lv.offset[-1])
+    cq, x0, y0, x1, y1 = sweep(lev, lv.k, lv.offset, True)
+    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1}
+    cbox = np.stack([x0, y0, np.minimum(x1 + 1, w - 1), np.minimum(y1 + 1, h - 1)], axis=1).astype(np.int64)
+    if largest:
+        out['largest'] = _largest(comp, cbox, lv, lev, q, n_q)
+    if multi_contour:
+        hq, hx0, hy0, hx1, hy1 = sweep(lev, lv.k, lv.offset, False)
+        hbox = np.stack(
+            [hx0 - 1, hy0 - 1, np.minimum(hx1 + 2, w - 1), np.minimum(hy1 + 2, h - 1)], axis=1
+        ).astype(np.int64)
+        empty = np.setdiff1d(np.arange(n_q), cq)  # no contour at all: one [0, 0, 0, 0] box
+        mq = np.concatenate([cq, hq, empty])
+        mb = np.concatenate([cbox, hbox, np.zeros((empty.size, 4), dtype=np.int64)])
+        srt = np.argsort(mq, kind='stable')
+        out['multi'] = (mq[srt], mb[srt])
+    return out
+
+
+def _largest(
+    comp: dict, cbox: np.ndarray, lv: _Levels, lev: np.ndarray, q: np.ndarray, n_q: int
+) -> np.ndarray:
+    """Box of the contour of largest polygon area, per query."""
+    cq = comp['query']
+    out = np.zeros((n_q, 4), dtype=np.int64)
+    if cq.size == 0:
+        return out
+    counts = np.bincount(cq, minlength=n_q)
+    single = counts[cq] == 1
+    out[cq[single]] = cbox[single]
+    multi = np.flatnonzero(counts > 1)
+    if multi.size == 0:
+        return out
+    # Several components: a hole's polygon never exceeds its component's (and ties keep the component,
+    # listed first), so the largest contour is a component's. Its polygon area A satisfies
+    #   Q4 <= A <= (x1 - x0) * (y1 - y0)   (Q4: its full 2x2 quads; the polygon lies in its box),
+    # so the component with the largest bound wins outright when the quads of the level, less the
+    # bounds of all the others, still exceed each other's bound.
+    sel = counts[cq] > 1
+    mq = cq[sel]
+    ub = (comp['x1'][sel] - comp['x0'][sel]).astype(np.int64) * (comp['y1'][sel] - comp['y0'][sel])
+    boxes = cbox[sel]
+    starts = np.flatnonzero(np.r_[True, mq[1:] != mq[:-1]])
+    order = np.lexsort((-ub, mq))
+    ub_sorted = ub[order]
+    top = order[starts]  # component of largest bound per query
+    second = ub_sorted[starts + 1]
+    total = np.add.reduceat(ub, starts)
+    quads = quad_counts(lev, lv.k, lv.offset)[multi]
+    lower = quads - (total - ub[top])
+    ok = lower > second
+    out[multi[ok]] = boxes[top[ok]]
+    # Otherwise OpenCV decides, on the box around the candidates (the components whose bound reaches
+    # the leader's lower bound). A component cut by that box keeps a polygon inside its own box, so
+    # it cannot reach the winner: when the largest area there is unique, it is the reference's.
+    h, w = q.shape[1:]
+    ex = [comp[k][sel] for k in ('x0', 'y0', 'x1', 'y1')]
+    for k in np.flatnonzero(~ok):
+        qi = multi[k]
+        i, level = lv.map_of_query[qi], int(lv.value_of_query[qi])
+        seg = slice(starts[k], starts[k + 1] if k + 1 < starts.size else mq.size)
+        cand = np.flatnonzero(ub[seg] >= lower[k]) + starts[k]
+        x0 = max(int(ex[0][cand].min()) - 1, 0)
+        y0 = max(int(ex[1][cand].min()) - 1, 0)
+        x1 = min(int(ex[2][cand].max()) + 2, w)
+        y1 = min(int(ex[3][cand].max()) + 2, h)
+        box = _unique_largest(q[i, y0:y1, x0:x1], level, x0, y0, w, h)
+        out[qi] = box if box is not None else contour_boxes(q[i], level, multi_contour=False)[0]
+    return out
+
+
+def _unique_largest(q: np.ndarray, level: int, x0: int, y0: int, w: int, h: int) -> np.ndarray | None:
+    """Box of the largest outer contour of a crop at ``level``, or None if the largest area is tied."""
+    binary = np.greater(q, level).view(np.uint8)
+    contours = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    areas = [cv2.contourArea(c) for c in contours]
+    best = max(areas)
+    if areas.count(best) > 1:
+        return None
+    x, y, bw, bh = cv2.boundingRect(contours[areas.index(best)])
+    return np.array([x + x0, y + y0, min(x + x0 + bw, w - 1), min(y + y0 + bh, h - 1)], dtype=np.int64)
+
+
+def extract_boxes(
+    scoremap, cam_thresholds: Iterable[float] | None = None, multi_contour: bool = False
+) -> list[np.ndarray]:
+    """Boxes of one score map at each threshold: the reference's ``compute_bboxes_from_scoremaps``.
+
+    Args:
+        scoremap: (H, W) floats in [0, 1] (array or tensor).
+        cam_thresholds: thresholds in [0, 1]; default ``np.arange(0, 1, 0.01)``.
+        multi_contour: every contour's box (MaxBoxAccV2) instead of the largest contour's.
+
+    Returns:
+        One (K, 4) int64 array of inclusive ``x0 y0 x1 y1`` boxes per threshold (K = 1 unless
+        ``multi_contour``); ``[[0, 0, 0, 0]]`` where no pixel is kept.
+    """
+    arr = scoremap.detach().cpu().numpy() if hasattr(scoremap, 'detach') else np.asarray(scoremap)
+    if arr.ndim != 2:
+        raise ValueError(f'scoremap must be 2-D (H, W), got shape {tuple(arr.shape)}')
+    maps = as_scoremaps(arr[None], 'scoremap')
+    thresholds = check_thresholds(cam_thresholds)
+    res = batch_boxes(maps, thresholds, multi_contour=multi_contour, largest=not multi_contour)
+    queries = res['levels'].query[0]
+    if not multi_contour:
+        return [res['largest'][qi : qi + 1].copy() for qi in queries]
+    mq, mb = res['multi']
+    starts = np.searchsorted(mq, np.arange(int(res['levels'].offset[-1]) + 1))
+    return [mb[starts[qi] : starts[qi + 1]].copy() for qi in queries]
+
+
+def check_thresholds(cam_thresholds: Iterable[float] | None) -> np.ndarray:
+    """Threshold list as a float64 array (default ``np.arange(0, 1, 0.01)``), each in [0, 1]."""
+    if cam_thresholds is None:
+        return default_cam_thresholds()
+    arr = np.asarray(
+        list(cam_thresholds) if not isinstance(cam_thresholds, np.ndarray) else cam_thresholds,
+        dtype=np.float64,
+    ).reshape(-1)
+    if arr.size == 0:
+        raise ValueError('cam_thresholds must not be empty')
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f'cam_thresholds must be in [0, 1], got values in [{arr.min():g}, {arr.max():g}]')
+    return arr
+
+
+def check_gt_boxes(gt_boxes, n: int, mode: str = 'all') -> list[np.ndarray]:
+    """Per-image ground-truth boxes, checked: ``mode='first'`` keeps each image's first box only."""
+    if mode not in ('all', 'first'):
+        raise ValueError(f"gt_box_mode must be 'all' or 'first', got {mode!r}")
+    if hasattr(gt_boxes, 'detach') or (isinstance(gt_boxes, np.ndarray) and gt_boxes.dtype != object):
+        gt_boxes = list(gt_boxes)  # (N, K, 4) array or tensor: the same K boxes per image
+    if len(gt_boxes) != n:
+        raise ValueError(
+            f'gt_boxes must hold one (K, 4) array per score map: got {len(gt_boxes)} for {n} maps'
+        )
+    out = []
+    for i, b in enumerate(gt_boxes):
+        arr = check_boxes(b, f'gt_boxes[{i}]')
+        if arr.shape[0] == 0:
+            raise ValueError(f'gt_boxes[{i}] is empty: every image needs at least one ground-truth box')
+        out.append(arr[:1] if mode == 'first' else arr)
+    return out
+
+
+def best_iou(res: dict, gt: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Best IoU of each query of :func:`batch_boxes` with its map's ground truth, per variant."""
+    lv = res['levels']
+    n_q = int(lv.offset[-1])
+    g = max((b.shape[0] for b in gt), default=1)
+    pad = (
+        np.stack([np.concatenate([b, np.repeat(b[:1], g - b.shape[0], axis=0)]) for b in gt]) if gt else None
+    )
+    out = {}
+    if 'largest' in res and n_q:
+        boxes = res['largest']
+        out['largest'] = _iou(boxes[:, None, :], pad[lv.map_of_query]).max(axis=1)
+    if 'multi' in res and n_q:
+        mq, mb = res['multi']
+        per_box = _iou(mb[:, None, :], pad[lv.map_of_query[mq]]).max(axis=1)
+        starts = np.flatnonzero(np.r_[True, mq[1:] != mq[:-1]])
+        out['multi'] = np.maximum.reduceat(per_box, starts)
+    return out

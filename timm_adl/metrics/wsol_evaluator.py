@@ -1,0 +1,206 @@
+"""Everything a WSOL validation loop reports, from one object: both protocols on the same maps.
+
+* Paper protocol (CAM, ADL, ... papers): at one fixed CAM threshold (0.2 of the map's maximum), the box
+  of the largest contour; GT-known Loc counts images whose box from the ground-truth class's CAM has
+  IoU >= 0.5 with a ground-truth box; Top-1 Loc also needs the top-1 class to be right, and uses the
+  top-1 class's CAM.
+* Fair protocol (Choe et al., CVPR 2020): MaxBoxAcc (IoU 0.5, largest contour, best CAM threshold)
+  and MaxBoxAccV2 (mean over IoU 0.3 / 0.5 / 0.7 of the best threshold of each, every contour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .box_evaluator import check_iou_thresholds
+from .boxes import as_scoremaps, batch_boxes, best_iou, check_gt_boxes, check_thresholds, chunk_size
+
+__all__ = ['WSOLEvaluator', 'calibrated_accuracy']
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, 'detach') else np.asarray(x)
+
+
+class WSOLEvaluator:
+    """Top-1 Clas, GT-known Loc, Top-1 Loc, MaxBoxAcc and MaxBoxAccV2, accumulated batch by batch.
+
+    Args:
+        cam_threshold: the paper protocol's fixed CAM threshold (fraction of each map's maximum).
+        cam_thresholds: the fair protocol's threshold list; default ``np.arange(0, 1, 0.01)``.
+        iou_thresholds: MaxBoxAccV2's IoU thresholds in percent (MaxBoxAcc uses 50).
+        gt_box_mode: ``'all'`` ground-truth boxes (default) or the ``'first'`` of each image.
+
+    Example::
+
+        ev = WSOLEvaluator()
+        for images, labels, boxes in loader:
+            cams = compute_cams(model, images, labels)
+            ev.update(cams.cams_gt, cams.cams_top1, boxes, cams.logits, labels)
+        r = ev.compute()  # r['top1_loc'], r['gt_known_loc'], r['max_box_acc'], r['max_box_acc_v2'] ...
+    """
+
+    def __init__(
+        self,
+        cam_threshold: float = 0.2,
+        cam_thresholds: Iterable[float] | None = None,
+        iou_thresholds: Sequence[float] = (30, 50, 70),
+        gt_box_mode: str = 'all',
+    ):
+        self.cam_threshold = float(check_thresholds([cam_threshold])[0])
+        self.cam_thresholds = check_thresholds(cam_thresholds)
+        self.iou_thresholds = check_iou_thresholds(iou_thresholds)
+        check_gt_boxes([], 0, gt_box_mode)
+        self.gt_box_mode = gt_box_mode
+        # the fixed threshold is scored with the curve's thresholds, in one pass over each map
+        self._thresholds = np.append(self.cam_thresholds, self.cam_threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated batch."""
+        self.num_images = 0
+        self.num_top1 = 0
+        self.num_gt_known = 0
+        self.num_top1_loc = 0
+        self.correct_v1 = np.zeros(len(self.cam_thresholds))
+        self.correct_v2 = {d: np.zeros(len(self.cam_thresholds)) for d in self.iou_thresholds}
+
+    def update(self, cams_gt, cams_top1, gt_boxes, logits, labels) -> None:
+        """Add a batch.
+
+        Args:
+            cams_gt: (N, H, W) CAMs of the ground-truth classes, in [0, 1].
+            cams_top1: (N, H, W) CAMs of the top-1 predicted classes, or None when they are ``cams_gt``
+                wherever the prediction is right (only those images count for Top-1 Loc).
+            gt_boxes: N arrays (K_i, 4) of inclusive ``x0 y0 x1 y1`` boxes at H x W.
+            logits: (N, num_classes) scores; the top-1 class is their arg-max.
+            labels: (N,) ground-truth classes.
+        """
+        maps = as_scoremaps(cams_gt, 'cams_gt')
+        n = maps.shape[0]
+        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
+        scores = _as_numpy(logits, 'logits')
+        labels = _as_numpy(labels, 'labels').reshape(-1)
+        if scores.ndim != 2 or scores.shape[0] != n:
+            raise ValueError(
+                f'logits must have shape (N, num_classes) with N = {n}, got {tuple(scores.shape)}'
+            )
+        if labels.shape[0] != n:
+            raise ValueError(f'labels must have {n} entries, got {labels.shape[0]}')
+        top1 = None
+        if cams_top1 is not None and cams_top1 is not cams_gt:
+            top1 = as_scoremaps(cams_top1, 'cams_top1')
+            if top1.shape != maps.shape:
+                raise ValueError(f'cams_top1 must have the shape of cams_gt {maps.shape}, got {top1.shape}')
+        if n == 0:
+            return
+        right = scores.argmax(axis=1) == labels
+
+        largest = np.zeros((n, len(self._thresholds)))
+        multi = np.zeros((n, len(self.cam_thresholds)))
+        chunk = chunk_size(maps)
+        for i in range(0, n, chunk):  # a few maps at a time: the work arrays stay in cache
+            res = batch_boxes(maps[i : i + chunk], self._thresholds, multi_contour=True, largest=True)
+            ious = best_iou(res, gt[i : i + chunk])
+            query = res['levels'].query
+            largest[i : i + chunk] = ious['largest'][query]
+            multi[i : i + chunk] = ious['multi'][query[:, :-1]]
+        gt_known = largest[:, -1] >= 0.5
+        self.correct_v1 += (largest[:, :-1] >= 0.5).sum(axis=0)
+        for d in self.iou_thresholds:
+            self.correct_v2[d] += (multi >= d / 100).sum(axis=0)
+
+        top1_loc = right & gt_known
+        if top1 is not None and right.any():
+            # where the prediction is right the top-1 CAM is the ground-truth one; score any that differ
+            differ = np.flatnonzero(
+                [r and not np.array_equal(a, b) for r, a, b in zip(right, top1, maps, strict=True)]
+            )
+            if differ.size:
+                res1 = batch_boxes(top1[differ], np.array([self.cam_threshold]), multi_contour=False)
+                iou1 = best_iou(res1, [gt[i] for i in differ])['largest'][res1['levels'].query[:, 0]]
+                top1_loc[differ] = iou1 >= 0.5
+        self.num_images += n
+        self.num_top1 += int(right.sum())
+        self.num_gt_known += int(gt_known.sum())
+        self.num_top1_loc += int(top1_loc.sum())
+
+    def compute(self) -> dict:
+        """All metrics in percent, the best CAM thresholds and the curves.
+
+        Returns:
+            ``top1_clas``, ``gt_known_loc``, ``top1_loc`` (at ``cam_threshold``, IoU >= 0.5, largest
+            contour); ``max_box_acc`` (IoU 50, largest contour, best threshold) and ``best_threshold``;
+            ``max_box_acc_v2`` (mean over ``iou_thresholds`` of the best of each, every contour),
+            ``max_box_acc_v2_per_iou`` and ``best_thresholds_v2``; ``curves``:
+            ``{'box_acc': {50: (T,)}, 'box_acc_v2': {δ: (T,)}}``; ``cam_threshold``, ``cam_thresholds``,
+            ``num_images``.
+        """
+        if self.num_images == 0:
+            raise ValueError('WSOLEvaluator.compute() needs at least one update() with images')
+        n = float(self.num_images)
+        v1 = self.correct_v1 * 100.0 / n
+        v2 = {d: c * 100.0 / n for d, c in self.correct_v2.items()}
+        best_v2 = {d: float(c.max()) for d, c in v2.items()}
+        return {
+            'top1_clas': self.num_top1 * 100.0 / n,
+            'gt_known_loc': self.num_gt_known * 100.0 / n,
+            'top1_loc': self.num_top1_loc * 100.0 / n,
+            'max_box_acc': float(v1.max()),
+            'best_threshold': float(self.cam_thresholds[int(np.argmax(v1))]),
+            'max_box_acc_v2': float(np.average(list(best_v2.values()))),
+            'max_box_acc_v2_per_iou': best_v2,
+            'best_thresholds_v2': {d: float(self.cam_thresholds[int(np.argmax(c))]) for d, c in v2.items()},
+            'curves': {'box_acc': {50: v1}, 'box_acc_v2': v2},
+            'cam_threshold': self.cam_threshold,
+            'cam_thresholds': self.cam_thresholds.copy(),
+            'num_images': self.num_images,
+        }
+
+
+def _pick(thresholds: np.ndarray, src_curves: Mapping, tgt_curves: Mapping) -> dict:
+    per = {}
+    for d, curve in src_curves.items():
+        if d not in tgt_curves:
+            raise ValueError(f'target result has no curve for IoU {d}; it has {sorted(tgt_curves)}')
+        i = int(np.argmax(curve))
+        per[d] = {
+            'threshold': float(thresholds[i]),
+            'source_acc': float(curve[i]),
+            'acc': float(np.asarray(tgt_curves[d])[i]),
+        }
+    return per
+
+
+def calibrated_accuracy(source: Mapping, target: Mapping) -> dict:
+    """Box accuracy on ``target`` at the CAM thresholds that are best on ``source``.
+
+    wsolevaluation picks the best threshold on the split it scores (an oracle); calibrating it on a held
+    out split (``timm-adl eval --threshold-from val``) is the honest alternative. Both arguments are
+    ``compute()`` results, of :class:`BoxEvaluator` or of :class:`WSOLEvaluator`, over the same
+    ``cam_thresholds``.
+
+    Returns:
+        For BoxEvaluator results: ``{'per_iou': {δ: {'threshold', 'source_acc', 'acc'}}, 'mean': %}``.
+        For WSOLEvaluator results: ``max_box_acc`` and ``best_threshold`` (IoU 50, largest contour),
+        ``max_box_acc_v2`` (mean) and ``best_thresholds_v2``, plus the per-IoU details. The thresholds
+        are the source's; the accuracies are the target's.
+    """
+    thresholds = np.asarray(source['cam_thresholds'])
+    if not np.array_equal(thresholds, np.asarray(target['cam_thresholds'])):
+        raise ValueError('source and target results must use the same cam_thresholds')
+    curves_s, curves_t = source['curves'], target['curves']
+    if 'box_acc' in curves_s:  # WSOLEvaluator results
+        v1 = _pick(thresholds, curves_s['box_acc'], curves_t['box_acc'])[50]
+        v2 = _pick(thresholds, curves_s['box_acc_v2'], curves_t['box_acc_v2'])
+        return {
+            'max_box_acc': v1['acc'],
+            'best_threshold': v1['threshold'],
+            'max_box_acc_v2': float(np.average([p['acc'] for p in v2.values()])),
+            'best_thresholds_v2': {d: p['threshold'] for d, p in v2.items()},
+            'per_iou_v2': v2,
+        }
+    per = _pick(thresholds, curves_s, curves_t)
+    return {'per_iou': per, 'mean': float(np.average([p['acc'] for p in per.values()]))}
