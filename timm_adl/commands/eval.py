@@ -1,0 +1,587 @@
+"""``timm-adl eval``: CAMs of a model on a WSOL data set, every localization metric, pictures and score maps."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..cli import CliError
+
+HELP_EPILOG = """examples:
+  timm-adl eval --model resnet50_se_adl --checkpoint out/best.safetensors --data-dir CUB --dataset cub
+  timm-adl eval --model vgg16_gap --checkpoint w.safetensors --data-dir data --dataset wsol-metadata \\
+      --metadata-dir metadata/CUB --split test --threshold-from val --vis 16 --json results.json
+  timm-adl eval --scoremaps other_tool/scoremaps --data-dir data --dataset wsol-metadata \\
+      --metadata-dir metadata/CUB          # score maps saved as <image_id>.npy by another tool
+"""
+
+# ----------------------------------------------------------------------------------------------------
+# shared by `eval` and `cam`
+
+
+def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        '--model',
+        help='timm model name (e.g. resnet50_se_adl); optional when --checkpoint is a save_pretrained folder',
+    )
+    parser.add_argument(
+        '--checkpoint',
+        help='weights: a .safetensors file (e.g. best.safetensors of `timm-adl train`) or a folder written by '
+        'save_pretrained / `timm-adl push` (model.safetensors + config.json); no pickles are loaded',
+    )
+    parser.add_argument(
+        '--num-classes', type=int, help='classes of the head (default: read from the checkpoint, else 1000)'
+    )
+    parser.add_argument(
+        '--model-kwargs',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='extra timm.create_model kwargs, values in YAML (e.g. layers=[1,1,0,0] stem_width=16), '
+        "as a training recipe's model_kwargs",
+    )
+    parser.add_argument('--device', default=None, help='torch device (default: cuda if available, else cpu)')
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise CliError(f'device {name!r} is not usable here: {str(err).splitlines()[0]}') from None
+    return device
+
+
+def _unknown_model(name: str) -> CliError:
+    import timm
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f' (closest: {", ".join(close)})' if close else ''
+    return CliError(f'unknown timm model {name!r}{hint}')
+
+
+def _classifier_rows(path: str, model_name: str) -> int | None:
+    """Number of classes of a safetensors checkpoint: rows of its classifier weight (timm's cfg key)."""
+    import timm
+    from safetensors import safe_open
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        classifier = (cfg.to_dict() if cfg is not None else {}).get('classifier', 'fc')
+    except Exception:
+        classifier = 'fc'
+    try:
+        with safe_open(path, framework='pt') as f:
+            keys = list(f.keys())
+            for prefix in ('', 'module.'):
+                key = f'{prefix}{classifier}.weight'
+                if key in keys:
+                    return int(f.get_slice(key).get_shape()[0])
+    except Exception as err:
+        raise CliError(f'cannot read checkpoint {path}: not a valid safetensors file ({err})') from None
+    return None
+
+
+def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
+    """``['layers=[1,1,0,0]', 'stem_width=16']`` -> ``{'layers': [1, 1, 0, 0], 'stem_width': 16}`` (YAML values)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key.isidentifier():
+            raise CliError(f'--model-kwargs takes KEY=VALUE items, got {item!r}')
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise CliError(
+                f'--model-kwargs {key}: cannot parse {value!r} ({str(err).splitlines()[0]})'
+            ) from None
+    return out
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """The model named by --model / --checkpoint / --num-classes, in eval mode, and its label names."""
+    import timm
+
+    import timm_adl  # noqa: F401  (registers the paper's backbones)
+
+    ckpt = args.checkpoint
+    kwargs = parse_model_kwargs(getattr(args, 'model_kwargs', []) or [])
+    if args.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes
+    if args.num_classes is not None and args.num_classes < 1:
+        raise CliError(f'--num-classes must be >= 1, got {args.num_classes}')
+    if ckpt is not None and Path(ckpt).is_dir():
+        from ..hub import load
+
+        try:
+            model, labels = load(ckpt, **kwargs)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            raise CliError(f'cannot load {ckpt}: {str(err).splitlines()[0]}') from None
+        arch = model.pretrained_cfg.get('architecture')
+        if args.model and arch and args.model != arch:
+            raise CliError(f'--model {args.model} differs from the checkpoint folder architecture {arch}')
+        return model.eval(), labels
+    if not args.model:
+        raise CliError('--model is required (unless --checkpoint is a save_pretrained folder)')
+    if not timm.is_model(args.model):
+        raise _unknown_model(args.model)
+    if ckpt is None:
+        print(
+            f'timm-adl: warning: no --checkpoint: {args.model} has random weights, its CAMs mean nothing',
+            file=sys.stderr,
+        )
+        try:
+            return timm.create_model(args.model, pretrained=False, **kwargs).eval(), None
+        except TypeError as err:
+            raise CliError(f'cannot build {args.model} with {kwargs}: {err}') from None
+    if not os.path.isfile(ckpt):
+        raise CliError(f'checkpoint not found: {ckpt}')
+    if not ckpt.endswith('.safetensors'):
+        raise CliError(
+            f'--checkpoint must be a .safetensors file or a folder (no pickles are loaded), got {ckpt}'
+        )
+    num_classes = kwargs.pop('num_classes', None) or _classifier_rows(ckpt, args.model) or 1000
+    try:
+        model = timm.create_model(
+            args.model,
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=os.path.abspath(ckpt), num_classes=num_classes),
+            num_classes=num_classes,
+            **kwargs,
+        )
+    except (RuntimeError, TypeError) as err:
+        raise CliError(f'cannot load {ckpt} into {args.model}: {str(err).splitlines()[0]}') from None
+    return model.eval(), None
+
+
+def paper_box(cam, threshold: float):
+    """The paper protocol's box of one (H, W) map: largest contour above ``threshold`` * max, as (4,) ints."""
+    import numpy as np
+
+    from ..metrics import extract_boxes
+
+    boxes = extract_boxes(np.asarray(cam, dtype=np.float32), [threshold], multi_contour=False)
+    box = np.asarray(boxes[0], dtype=np.int64).reshape(-1, 4)[0]
+    return box
+
+
+def atomic_save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npy', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# eval
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        'eval',
+        help='CAM localization metrics of a model on a WSOL data set (Top-1 Loc, GT-known, MaxBoxAcc, V2, PxAP)',
+        description='Compute the CAM of every image (ground-truth and top-1 class, one forward pass), extract '
+        'boxes the wsolevaluation way and report Top-1 Clas, GT-known Loc and Top-1 Loc (paper protocol, fixed '
+        'CAM threshold), MaxBoxAcc and MaxBoxAccV2 (fair protocol, best threshold) and PxAP (mask data).',
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    p.add_argument('--data-dir', required=True, help='data root (images; annotation files for cub/imagenet)')
+    p.add_argument('--dataset', required=True, help='format: cub | wsol-metadata | imagenet')
+    p.add_argument('--metadata-dir', help='wsol-metadata only: the folder of split folders')
+    p.add_argument(
+        '--mask-dir', help='wsol-metadata only: the folder mask paths are relative to (default: --data-dir)'
+    )
+    p.add_argument('--split', default='test', help='split to evaluate (default: test)')
+    p.add_argument(
+        '--threshold-from',
+        metavar='SPLIT',
+        help='pick the CAM threshold on SPLIT (e.g. val) and report the evaluated split at it, besides the '
+        "oracle (the evaluated split's own best, as wsolevaluation does)",
+    )
+    p.add_argument('--cam-threshold', type=float, default=0.2, help='paper protocol threshold (default 0.2)')
+    p.add_argument(
+        '--cam-curve-interval',
+        type=float,
+        default=0.01,
+        help='threshold grid step for MaxBoxAcc (default 0.01)',
+    )
+    p.add_argument(
+        '--iou-thresholds', type=int, nargs='+', default=[30, 50, 70], help='IoU %% for MaxBoxAccV2'
+    )
+    p.add_argument('--gt-box-mode', default='all', help="'all' boxes of an image (default) or the 'first'")
+    p.add_argument(
+        '--img-size', type=int, help="evaluation resolution (default: the model's input size, else 224)"
+    )
+    p.add_argument('--align', default='reference', help="CAM resize: 'reference' (default) or 'centered'")
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--workers', type=int, default=0, help='data loading processes (default 0)')
+    p.add_argument(
+        '--save-cams', metavar='DIR', help='write each normalised GT-class CAM to DIR/<image_id>.npy'
+    )
+    p.add_argument(
+        '--scoremaps', metavar='DIR', help='evaluate score maps DIR/<image_id>.npy instead of a model'
+    )
+    p.add_argument(
+        '--vis', type=int, default=0, metavar='N', help='write Figure-3 pictures of the first N images'
+    )
+    p.add_argument('--vis-dir', default='cam_vis', help='folder for --vis pictures (default: cam_vis)')
+    p.add_argument('--json', metavar='PATH', help='write all results (metrics, curves, settings) as JSON')
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from ..data import DATASET_NAMES
+
+    if args.dataset not in DATASET_NAMES:
+        close = difflib.get_close_matches(args.dataset, DATASET_NAMES, n=1)
+        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        raise CliError(f'--dataset {args.dataset!r} is not one of {", ".join(DATASET_NAMES)}{hint}')
+    if not os.path.isdir(args.data_dir):
+        raise CliError(f'--data-dir not found: {args.data_dir}')
+    if args.scoremaps and (args.model or args.checkpoint):
+        raise CliError('give either --scoremaps or a model (--model/--checkpoint), not both')
+    if not args.scoremaps and not (args.model or args.checkpoint):
+        raise CliError('--model (or --checkpoint) is required, or --scoremaps DIR')
+    if args.scoremaps and not os.path.isdir(args.scoremaps):
+        raise CliError(f'--scoremaps folder not found: {args.scoremaps}')
+    if not 0.0 <= args.cam_threshold < 1.0:
+        raise CliError(f'--cam-threshold must be in [0, 1), got {args.cam_threshold}')
+    if not 0.0 < args.cam_curve_interval < 1.0:
+        raise CliError(f'--cam-curve-interval must be in (0, 1), got {args.cam_curve_interval}')
+    if any(not 0 < t <= 100 for t in args.iou_thresholds):
+        raise CliError(f'--iou-thresholds must be percentages in (0, 100], got {args.iou_thresholds}')
+    if args.batch_size < 1:
+        raise CliError(f'--batch-size must be >= 1, got {args.batch_size}')
+    if args.vis < 0:
+        raise CliError(f'--vis must be >= 0, got {args.vis}')
+    if args.align not in ('reference', 'centered'):
+        raise CliError(f"--align must be 'reference' or 'centered', got {args.align!r}")
+    if args.threshold_from is not None and args.threshold_from == args.split:
+        raise CliError(
+            f'--threshold-from {args.threshold_from} is the evaluated split itself (that is the oracle)'
+        )
+
+
+def _safe_name(image_id: str) -> str:
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', image_id)
+
+
+def _load_scoremap(folder: str, image_id: str, hw: tuple[int, int]):
+    import numpy as np
+
+    path = Path(folder) / f'{image_id}.npy'
+    if not path.is_file():
+        raise CliError(f'score map of {image_id!r} not found: {path}')
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise CliError(f'cannot read score map {path}: {err}') from None
+    if arr.shape != hw or not np.issubdtype(arr.dtype, np.floating):
+        raise CliError(
+            f'score map {path} must be a float ({hw[0]}, {hw[1]}) array, got {arr.dtype} {arr.shape}'
+        )
+    if np.isnan(arr).any() or arr.min() < 0 or arr.max() > 1:
+        raise CliError(f'score map {path} must be in [0, 1] without NaN (normalise it first)')
+    return arr.astype(np.float32)
+
+
+class _Run:
+    """One pass over a split: model CAMs (or saved score maps) into the evaluators."""
+
+    def __init__(self, args: argparse.Namespace, model, device, img_size, mean, std):
+        self.args, self.model, self.device = args, model, device
+        self.img_size, self.mean, self.std = img_size, mean, std
+
+    def evaluate(self, split: str, *, outputs: bool) -> tuple[dict, int, bool]:
+        import numpy as np
+        import torch
+        from tqdm import tqdm
+
+        from ..cam import compute_cams
+        from ..data import create_wsol_dataset, create_wsol_loader
+        from ..metrics import BoxEvaluator, MaskEvaluator, WSOLEvaluator
+
+        args = self.args
+        try:
+            ds = create_wsol_dataset(
+                args.dataset,
+                args.data_dir,
+                split,
+                is_training=False,
+                img_size=self.img_size,
+                mean=self.mean,
+                std=self.std,
+                metadata_root=args.metadata_dir,
+                gt_box_mode=args.gt_box_mode,
+                **({'mask_root': args.mask_dir} if args.mask_dir else {}),
+            )
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise CliError(str(err).splitlines()[0]) from None
+        if len(ds) == 0:
+            raise CliError(f'split {split!r} of {args.data_dir} has no images')
+        if not (ds.has_boxes or ds.has_masks):
+            raise CliError(f'split {split!r} has no boxes or masks to evaluate localization against')
+        loader = create_wsol_loader(ds, args.batch_size, is_training=False, num_workers=args.workers)
+        thresholds = np.arange(0, 1, args.cam_curve_interval)
+        ious = tuple(args.iou_thresholds)
+        if args.threshold_from and not ds.has_boxes:
+            raise CliError(f'--threshold-from calibrates box metrics; split {split!r} has masks, no boxes')
+        if not ds.has_boxes:  # mask data (OpenImages): PxAP, and Top-1 Clas with a model
+            box_ev = None
+        elif self.model is not None:
+            box_ev = WSOLEvaluator(
+                cam_threshold=args.cam_threshold, cam_thresholds=thresholds, iou_thresholds=ious
+            )
+        else:  # score maps only: no predictions, so the box metrics of the GT-class maps
+            box_ev = {
+                'v1': BoxEvaluator(cam_thresholds=thresholds, iou_thresholds=(50,), multi_contour=False),
+                'v2': BoxEvaluator(cam_thresholds=thresholds, iou_thresholds=ious, multi_contour=True),
+                'fixed': BoxEvaluator(cam_thresholds=[args.cam_threshold], iou_thresholds=(50,)),
+            }
+        mask_ev = MaskEvaluator(cam_thresholds=thresholds) if ds.has_masks else None
+        ids = ds.image_ids
+        vis_left = args.vis if outputs else 0
+        vis_items: list[tuple] = []
+        seen = num_right = 0
+        for batch in tqdm(loader, desc=f'eval {split}', unit='batch', disable=None, file=sys.stderr):
+            images, labels, boxes = batch[:3]
+            batch_ids = ids[seen : seen + len(images)]
+            seen += len(images)
+            if self.model is not None:
+                try:
+                    res = compute_cams(
+                        self.model, images.to(self.device), labels.to(self.device), align=args.align
+                    )
+                except ValueError as err:
+                    raise CliError(str(err)) from None
+                cams = res.cams_gt.cpu()
+                top1 = res.top1.cpu()
+                num_right += int((top1 == labels).sum())
+                if box_ev is not None:
+                    box_ev.update(cams, res.cams_top1.cpu(), boxes, res.logits.float().cpu(), labels)
+            else:
+                hw = tuple(images.shape[-2:])
+                cams = torch.from_numpy(np.stack([_load_scoremap(args.scoremaps, i, hw) for i in batch_ids]))
+                for ev in (box_ev or {}).values():
+                    ev.update(cams, boxes)
+                top1 = None
+            if mask_ev is not None:
+                mask_ev.update(cams, batch[3], batch[4])
+            if outputs and args.save_cams:
+                for image_id, cam in zip(batch_ids, cams.numpy(), strict=True):
+                    atomic_save_npy(Path(args.save_cams) / f'{image_id}.npy', cam)
+            for k in range(min(vis_left, len(images))):
+                vis_items.append(
+                    (
+                        images[k],
+                        cams[k],
+                        boxes[k],
+                        batch_ids[k],
+                        int(labels[k]),
+                        None if top1 is None else int(top1[k]),
+                    )
+                )
+            vis_left -= min(vis_left, len(images))
+        if vis_items:
+            self._write_vis(vis_items)
+        results = self._collect(box_ev, mask_ev)
+        if self.model is not None and 'top1_clas' not in results:
+            results['top1_clas'] = num_right * 100.0 / len(ds)
+        return results, len(ds), ds.has_masks
+
+    def _collect(self, box_ev, mask_ev) -> dict:
+        """A WSOLEvaluator-style result (score maps alone give no Top-1 metrics), plus ``pxap``."""
+        if box_ev is None:
+            out = {}
+        elif isinstance(box_ev, dict):
+            v1, v2, fixed = (box_ev[k].compute() for k in ('v1', 'v2', 'fixed'))
+            out = {
+                'gt_known_loc': fixed['max_box_acc'][50],
+                'max_box_acc': v1['max_box_acc'][50],
+                'best_threshold': v1['best_thresholds'][50],
+                'max_box_acc_v2': v2['max_box_acc_v2'],
+                'max_box_acc_v2_per_iou': v2['max_box_acc'],
+                'best_thresholds_v2': v2['best_thresholds'],
+                'curves': {'box_acc': v1['curves'], 'box_acc_v2': v2['curves']},
+                'cam_thresholds': v1['cam_thresholds'],
+            }
+        else:
+            out = box_ev.compute()
+        if mask_ev is not None:
+            out['pxap'] = mask_ev.compute()['pxap']
+        return out
+
+    def _write_vis(self, items: list[tuple]) -> None:
+        from ..viz import cam_figure, cam_grid, save_png
+
+        folder = Path(self.args.vis_dir)
+        pred_boxes = [paper_box(cam.numpy(), self.args.cam_threshold)[None] for _, cam, *_ in items]
+        for k, ((image, cam, boxes, image_id, label, top1), pred) in enumerate(
+            zip(items, pred_boxes, strict=True)
+        ):
+            title = f'{image_id}  gt {label}' + ('' if top1 is None else f'  top-1 {top1}')
+            fig = cam_figure(image, cam, boxes, pred, mean=self.mean, std=self.std, title=title)
+            save_png(fig, folder / f'{k:04d}_{_safe_name(image_id)}.png')
+        grid = cam_grid(
+            [i[0] for i in items],
+            [i[1] for i in items],
+            [i[2] for i in items],
+            pred_boxes,
+            mean=self.mean,
+            std=self.std,
+        )
+        save_png(grid, folder / 'grid.png')
+
+
+def _scalar(value: Any) -> Any:
+    """JSON-friendly copies: numpy arrays/scalars to lists/floats, int keys kept as strings by json."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _scalar(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scalar(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+METRIC_KEYS = ('top1_clas', 'gt_known_loc', 'top1_loc', 'max_box_acc', 'max_box_acc_v2', 'pxap')
+
+
+def summarise(r: dict) -> dict[str, Any]:
+    """The scalar metrics of an evaluation (percent), the public names first, then the thresholds."""
+    metrics: dict[str, Any] = {k: float(r[k]) for k in METRIC_KEYS if k in r}
+    for iou, v in r.get('max_box_acc_v2_per_iou', {}).items():
+        metrics[f'max_box_acc_v2@{iou}'] = float(v)
+    if 'best_threshold' in r:
+        metrics['best_threshold'] = float(r['best_threshold'])
+        metrics['best_thresholds_v2'] = {str(k): float(v) for k, v in r['best_thresholds_v2'].items()}
+    return metrics
+
+
+def _format_table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return '\n'.join(f'{k.ljust(width)}  {v}' for k, v in rows)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return 'n/a' if math.isnan(v) else f'{v:.2f}'
+    if isinstance(v, dict):
+        return ', '.join(f'{k}: {_fmt(x)}' for k, x in v.items())
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from ..data import model_mean_std
+
+    model, device = None, None
+    if not args.scoremaps:
+        model, _ = load_model(args)
+        device = resolve_device(args.device)
+        model = model.to(device)
+        mean, std = model_mean_std(model)
+        cfg_size = (model.pretrained_cfg or {}).get('input_size') or (3, 224, 224)
+        img_size = args.img_size or int(cfg_size[-1])
+    else:
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        img_size = args.img_size or 224
+    runner = _Run(args, model, device, img_size, mean, std)
+
+    calibration = None
+    if args.threshold_from:
+        cal_raw, cal_n, _ = runner.evaluate(args.threshold_from, outputs=False)
+        calibration = (cal_raw, cal_n)
+    raw, n_images, _ = runner.evaluate(args.split, outputs=True)
+    metrics = summarise(raw)
+
+    result: dict[str, Any] = {
+        'model': args.model or (model.pretrained_cfg.get('architecture') if model is not None else None),
+        'checkpoint': args.checkpoint,
+        'scoremaps': args.scoremaps,
+        'dataset': args.dataset,
+        'data_dir': args.data_dir,
+        'split': args.split,
+        'num_images': n_images,
+        'img_size': img_size,
+        'align': args.align,
+        'cam_threshold': args.cam_threshold,
+        'cam_curve_interval': args.cam_curve_interval,
+        'iou_thresholds': list(args.iou_thresholds),
+        'threshold_source': f'oracle: best threshold on {args.split} itself',
+        'metrics': metrics,
+    }
+    if calibration is not None:
+        from ..metrics import calibrated_accuracy
+
+        cal = calibrated_accuracy(calibration[0], raw)
+        result['calibrated'] = {
+            'threshold_from': args.threshold_from,
+            'num_images': calibration[1],
+            'metrics': {'max_box_acc': cal['max_box_acc'], 'max_box_acc_v2': cal['max_box_acc_v2']},
+            'best_threshold': cal['best_threshold'],
+            'best_thresholds_v2': {str(k): v for k, v in cal['best_thresholds_v2'].items()},
+        }
+    if 'curves' in raw:
+        result['curves'] = {'cam_thresholds': raw['cam_thresholds'], **raw['curves']}
+
+    rows = [('split', f'{args.split} ({n_images} images)'), ('threshold', result['threshold_source'])]
+    rows += [(k, _fmt(v)) for k, v in metrics.items()]
+    if calibration is not None:
+        cal = result['calibrated']
+        rows.append(('calibrated on', f'{args.threshold_from} ({calibration[1]} images)'))
+        rows += [(f'{k} (threshold from {args.threshold_from})', _fmt(v)) for k, v in cal['metrics'].items()]
+        rows.append((f'best_threshold ({args.threshold_from})', _fmt(cal['best_threshold'])))
+    print(_format_table(rows))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(_scalar(result), indent=1) + '\n')
+        print(f'wrote {args.json}')
+    if args.save_cams:
+        print(f'wrote {n_images} score maps under {args.save_cams}')
+    if args.vis:
+        print(f'wrote {min(args.vis, n_images)} pictures under {args.vis_dir}')
+    return 0
