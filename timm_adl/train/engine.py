@@ -1,0 +1,547 @@
+"""The training loop: build, train, validate with the WSOL metrics, checkpoint, resume.
+
+``run_training(cfg)`` is the one entry point (the CLI and the demo call it). It runs in a single process
+(CPU or one GPU) or as one rank of a ``torchrun`` job (DistributedDataParallel, gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import (
+    atomic_copy,
+    atomic_write_bytes,
+    latest_resume_point,
+    load_state,
+    load_weights,
+    save_resume_point,
+    save_weights,
+)
+from .config import RUNTIME_KEYS, ConfigError, TrainConfig, config_to_dict, load_config, save_config
+from .distributed import (
+    DistInfo,
+    GlobalBatchSampler,
+    SeededDataset,
+    get_rng_state,
+    init_distributed,
+    seed_everything,
+    set_rng_state,
+)
+from .optim import build_optimizer, head_param_names, lr_factor, set_lr
+from .preflight import preflight, resolve_device
+
+__all__ = ['run_training']
+
+STATE_VERSION = 1
+# Scalar metrics written to the log and the summary (WSOLEvaluator.compute() also returns curves).
+METRIC_KEYS = ('top1_clas', 'gt_known_loc', 'top1_loc', 'max_box_acc', 'max_box_acc_v2', 'best_threshold')
+
+
+def _log(info: DistInfo, *args: Any) -> None:
+    if info.is_main:
+        print(*args, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model and data
+
+
+def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _load_initial_checkpoint(model: nn.Module, path: str, info: DistInfo) -> set[str]:
+    """Load every tensor of ``path`` whose key and shape match; return the parameters it did not supply."""
+    source = _strip_prefixes(load_weights(path))
+    own = model.state_dict()
+    keep = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not keep:
+        raise ConfigError(f'initial_checkpoint {path} shares no tensor (same key and shape) with the model')
+    model.load_state_dict(keep, strict=False)
+    dropped = sorted(set(source) - set(keep))
+    fresh = {n for n, _ in model.named_parameters() if n not in keep}
+    _log(
+        info,
+        f'initial_checkpoint: loaded {len(keep)} tensors from {path}; dropped {len(dropped)} '
+        f'({", ".join(dropped[:4])}{", ..." if len(dropped) > 4 else ""}); {len(fresh)} new parameters',
+    )
+    return fresh
+
+
+def build_model(cfg: TrainConfig, num_classes: int | None, info: DistInfo) -> tuple[nn.Module, set[str]]:
+    """The timm model of the recipe, with its starting weights and ADL; returns it and its new parameters."""
+    import timm
+
+    from ..adl import ADL
+
+    kwargs = dict(cfg.model_kwargs)
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    if cfg.pretrained and cfg.pretrained_file:
+        kwargs['pretrained_cfg_overlay'] = dict(file=cfg.pretrained_file)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
+    try:
+        model = timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f'model {cfg.model!r} rejected model_kwargs {cfg.model_kwargs}: {err}') from None
+    except (OSError, RuntimeError, ValueError) as err:
+        if not cfg.pretrained:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f'cannot load the pretrained weights of {cfg.model!r} ({first}); '
+            'give a local file with pretrained_file=PATH or set pretrained=false'
+        ) from None
+    new_params: set[str] = set()
+    if cfg.initial_checkpoint:
+        new_params = _load_initial_checkpoint(model, cfg.initial_checkpoint, info)
+    has_adl = any(isinstance(m, ADL) for m in model.modules())
+    if cfg.adl is not None:
+        if has_adl:
+            if cfg.adl.after is not None:
+                raise ConfigError(
+                    f'model {cfg.model!r} already holds ADL layers: drop adl.after (or train its baseline '
+                    'with adl.after); adl.drop_rate/gamma/per_sample still apply to its layers'
+                )
+            for m in model.modules():
+                if isinstance(m, ADL):
+                    m.drop_rate, m.gamma, m.per_sample = cfg.adl.drop_rate, cfg.adl.gamma, cfg.adl.per_sample
+        else:
+            if not cfg.adl.after:
+                raise ConfigError(f'model {cfg.model!r} has no ADL layers: give adl.after (insertion points)')
+            from ..surgery import insert
+
+            model = insert(
+                model,
+                after=cfg.adl.after,
+                drop_rate=cfg.adl.drop_rate,
+                gamma=cfg.adl.gamma,
+                per_sample=cfg.adl.per_sample,
+            )
+    return model, new_params
+
+
+def _train_transform(cfg: TrainConfig, mean, std):
+    from timm.data.transforms import MaybeToTensor
+    from torchvision import transforms as T
+
+    from ..data.transforms import TRAIN_RESIZE_RATIO
+
+    size = cfg.img_size
+    ops: list = []
+    if cfg.aug.crop == 'random_crop':
+        ops += [T.Resize((round(size * TRAIN_RESIZE_RATIO),) * 2), T.RandomCrop(size)]
+    else:
+        ops += [T.Resize((size, size))]
+    if cfg.aug.hflip:
+        ops.append(T.RandomHorizontalFlip())
+    ops += [MaybeToTensor(), T.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))]
+    return T.Compose(ops)
+
+
+def build_datasets(cfg: TrainConfig, mean, std):
+    from ..data import create_wsol_dataset
+
+    common = dict(img_size=cfg.img_size, mean=mean, std=std)
+    if cfg.data.metadata_root:
+        common['metadata_root'] = cfg.data.metadata_root
+    try:
+        train = create_wsol_dataset(
+            cfg.data.name, cfg.data.root, cfg.data.train_split, is_training=True, **common
+        )
+        val = None
+        if cfg.data.val_split:
+            val = create_wsol_dataset(
+                cfg.data.name, cfg.data.root, cfg.data.val_split, is_training=False, **common
+            )
+    except (OSError, ValueError) as err:  # malformed or missing annotation files: the data module's message
+        raise ConfigError(f'data: {err}') from None
+    train.transform = _train_transform(cfg, mean, std)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------------------
+# validation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, amp_dtype) -> dict:
+    """WSOL metrics of ``model`` on ``loader`` (percent), with the streaming evaluator."""
+    from ..cam import compute_cams
+    from ..metrics import WSOLEvaluator
+
+    was_training = model.training
+    model.eval()
+    evaluator = WSOLEvaluator(cam_threshold=cfg.cam_threshold)
+    for images, labels, boxes, *_ in loader:
+        images = images.to(device, non_blocking=True)
+        if cfg.channels_last and device.type == 'cuda':
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            res = compute_cams(model, images, labels)
+        evaluator.update(res.cams_gt.float(), res.cams_top1.float(), boxes, res.logits.float(), labels)
+    model.train(was_training)
+    metrics = evaluator.compute()
+    return {k: float(metrics[k]) for k in METRIC_KEYS if k in metrics}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# state
+
+
+def _gather_rng(info: DistInfo) -> list[dict]:
+    state = get_rng_state()
+    if not info.enabled:
+        return [state]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+def _check_resume_config(cfg: TrainConfig, saved_path: Path) -> None:
+    import yaml
+
+    saved = yaml.safe_load(saved_path.read_text()) if saved_path.is_file() else None
+    if saved is None:
+        return
+    now = config_to_dict(cfg)
+    diffs = []
+
+    def walk(a, b, prefix=''):
+        for key in sorted(set(a) | set(b)):
+            name = prefix + key
+            va, vb = a.get(key), b.get(key)
+            if isinstance(va, dict) and isinstance(vb, dict) and key not in ('model_kwargs',):
+                walk(va, vb, name + '.')
+            elif va != vb and name not in RUNTIME_KEYS:
+                diffs.append(f'{name}: {va!r} -> {vb!r}')
+
+    walk(saved, now)
+    if diffs:
+        raise ConfigError(
+            f'--resume with a config that differs from the saved run in {cfg.output_dir}: ' + '; '.join(diffs)
+        )
+
+
+def _summary_table(history: list[dict], select_metric: str, best_epoch: int | None) -> str:
+    cols = ['epoch', 'train_loss', 'lr', *[k for k in METRIC_KEYS if any(k in h for h in history)]]
+    rows = []
+    for h in history:
+        row = []
+        for c in cols:
+            v = h.get(c)
+            row.append('' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v)))
+        if h['epoch'] == best_epoch:
+            row[0] += ' *'
+        rows.append(row)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    lines = ['  '.join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ['  '.join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    if best_epoch is not None:
+        lines.append(f'* best epoch by {select_metric}')
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# main loop
+
+
+def run_training(
+    cfg: TrainConfig | dict | str | os.PathLike, *, resume: bool = False, progress: bool = True
+) -> dict:
+    """Train the recipe ``cfg``; return its metrics and output paths.
+
+    Args:
+        cfg: a ``TrainConfig`` (or anything ``load_config`` reads).
+        resume: continue the run saved in ``cfg.output_dir`` from its newest checkpoint (bit-exact on CPU);
+            starts afresh if there is none. Without it, an output directory holding a run is an error.
+        progress: show a tqdm bar per epoch (on a TTY).
+
+    Returns a dict: ``final`` (metrics of the last validation), ``best`` (metrics of the selected epoch),
+    ``best_epoch``, ``select_metric``, ``checkpoints`` (``{'best': path, 'last': path}``), ``output_dir``,
+    ``config``, ``log``, ``epochs``, ``steps``, ``train_seconds`` (training loop time, validation excluded),
+    ``val_seconds``.
+    """
+    if not isinstance(cfg, TrainConfig):
+        cfg = load_config(cfg)
+    device = resolve_device(cfg.device)
+    preflight(cfg)
+    info = init_distributed(device.type)
+    if info.enabled and device.type == 'cuda':
+        device = torch.device('cuda', info.local_rank)
+    try:
+        return _run(cfg, device, info, resume=resume, progress=progress)
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from ..data import wsol_collate
+    from ..data.transforms import model_mean_std
+
+    out = Path(cfg.output_dir)
+    resume_dir = out / 'resume'
+    point = latest_resume_point(resume_dir)
+    if point is not None and not resume:
+        raise ConfigError(
+            f'output_dir {out} already holds a run: pass --resume to continue it, or choose another output_dir'
+        )
+    if point is not None:
+        _check_resume_config(cfg, out / 'config.yaml')
+    if info.enabled and info.world_size > 1 and cfg.batch_size % info.world_size:
+        raise ConfigError(f'batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes')
+    use_cuda = device.type == 'cuda'
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(cfg.amp) if use_cuda else None
+    channels_last = cfg.channels_last and use_cuda
+    if not use_cuda and (cfg.amp != 'none' or cfg.channels_last):
+        _log(info, f'note: running on {device}: amp={cfg.amp} and channels_last={cfg.channels_last} are off')
+
+    # Model first (its pretrained cfg gives the normalisation), then the data, then the class count.
+    model, new_params = build_model(cfg, cfg.num_classes, info)
+    mean, std = model_mean_std(model)
+    mean = tuple(cfg.data.mean) if cfg.data.mean else mean
+    std = tuple(cfg.data.std) if cfg.data.std else std
+    train_ds, val_ds = build_datasets(cfg, mean, std)
+    if cfg.num_classes is None and train_ds.num_classes != model.num_classes:
+        torch.manual_seed(cfg.seed)
+        model.reset_classifier(train_ds.num_classes)
+        fresh = {id(p) for p in model.get_classifier().parameters()}
+        new_params |= {n for n, p in model.named_parameters() if id(p) in fresh}
+    if len(train_ds) < cfg.batch_size:
+        raise ConfigError(f'batch_size {cfg.batch_size} exceeds the {len(train_ds)} training images')
+
+    head = head_param_names(model, cfg.optim.head or (), new_params)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, peaks = build_optimizer(model, cfg.optim, head)
+    scaler = torch.amp.GradScaler('cuda', enabled=cfg.amp == 'fp16' and use_cuda)
+
+    sampler = GlobalBatchSampler(
+        len(train_ds), cfg.batch_size, rank=info.rank, world_size=info.world_size, seed=cfg.seed
+    )
+    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=use_cuda, collate_fn=wsol_collate)
+    if cfg.num_workers > 0:
+        loader_kw['persistent_workers'] = False
+    # Private generators: creating a loader iterator must not consume the global generator ADL draws from.
+    train_loader = DataLoader(
+        SeededDataset(train_ds, cfg.seed), batch_sampler=sampler, generator=torch.Generator(), **loader_kw
+    )
+    val_loader = None
+    if val_ds is not None and info.is_main:
+        val_loader = DataLoader(
+            val_ds, batch_size=max(1, cfg.batch_size // info.world_size), shuffle=False,
+            generator=torch.Generator(), **loader_kw,
+        )  # fmt: skip
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = steps_per_epoch * cfg.epochs
+
+    # State (a fresh run, or the resume point's).
+    state: dict[str, Any] = {
+        'version': STATE_VERSION,
+        'step': 0,
+        'epoch': 0,
+        'step_in_epoch': 0,
+        'best': None,
+        'history': [],
+        'epoch_loss': [0.0, 0],
+        'train_seconds': 0.0,
+        'val_seconds': 0.0,
+        'world_size': info.world_size,
+    }
+    seed_everything(cfg.seed + info.rank)
+    if point is not None:
+        weights_path, state_path = point
+        saved = load_state(state_path)
+        if saved.get('version') != STATE_VERSION:
+            raise ConfigError(f'{state_path} is a training state of another version ({saved.get("version")})')
+        model.load_state_dict(load_weights(weights_path))
+        optimizer.load_state_dict(saved['optimizer'])
+        if saved.get('scaler'):
+            scaler.load_state_dict(saved['scaler'])
+        rngs = saved['rng']
+        if len(rngs) == info.world_size:
+            set_rng_state(rngs[info.rank])
+        else:
+            _log(info, f'note: resuming a {len(rngs)}-process run on {info.world_size}: not bit-exact')
+            seed_everything(cfg.seed + info.rank + saved['step'])
+        for key in state:
+            if key in saved and key not in ('optimizer', 'scaler', 'rng'):
+                state[key] = saved[key]
+        _log(info, f'resumed {out} at epoch {state["epoch"]} step {state["step_in_epoch"]}/{steps_per_epoch}')
+    elif info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / 'config.yaml')
+
+    train_model: nn.Module = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device.index] if use_cuda else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    def save_point(epoch_done: bool) -> None:
+        rngs = _gather_rng(info)
+        if info.is_main:
+            payload = {
+                **state,
+                'optimizer': optimizer.state_dict(),
+                'scaler': scaler.state_dict() if scaler.is_enabled() else None,
+                'rng': rngs,
+            }
+            save_resume_point(resume_dir, state['step'], model.state_dict(), payload)
+            if epoch_done:
+                atomic_copy(resume_dir / f'weights-{state["step"]:09d}.safetensors', out / 'last.safetensors')
+        if info.enabled:
+            dist.barrier()
+
+    def write_log() -> None:
+        text = ''.join(json.dumps(h) + '\n' for h in state['history'])
+        atomic_write_bytes(out / 'log.jsonl', text.encode())
+
+    select = cfg.select_metric
+    while state['epoch'] < cfg.epochs:
+        epoch = state['epoch']
+        sampler.set_epoch(epoch, state['step_in_epoch'])
+        train_model.train()
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=state['step_in_epoch'],
+            desc=f'epoch {epoch + 1}/{cfg.epochs}',
+            unit='step',
+            disable=None if (progress and info.is_main) else True,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        epoch_seconds, seen = 0.0, 0
+        t_last = time.perf_counter()
+        for images, labels, *_ in train_loader:
+            set_lr(optimizer, peaks, lr_factor(cfg.sched, state['step'], steps_per_epoch, total_steps))
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = train_model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'loss is {loss.item()} at epoch {epoch} step {state["step"]}')
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = images.shape[0]
+            state['epoch_loss'][0] += loss.item() * n
+            state['epoch_loss'][1] += n
+            state['step'] += 1
+            state['step_in_epoch'] += 1
+            seen += n
+            now = time.perf_counter()
+            epoch_seconds += now - t_last
+            t_last = now
+            bar.set_postfix(
+                loss=f'{state["epoch_loss"][0] / max(1, state["epoch_loss"][1]):.4f}',
+                img_s=f'{seen * info.world_size / max(epoch_seconds, 1e-9):.1f}',
+                refresh=False,
+            )
+            bar.update(1)
+            if (
+                cfg.ckpt_every_steps
+                and state['step'] % cfg.ckpt_every_steps == 0
+                and state['step_in_epoch'] < steps_per_epoch
+            ):
+                save_point(epoch_done=False)
+                t_last = time.perf_counter()  # checkpoint time is not training time
+        bar.close()
+        state['train_seconds'] += epoch_seconds
+
+        loss_sum = torch.tensor(state['epoch_loss'], dtype=torch.float64)
+        if info.enabled:
+            dist.all_reduce(loss_sum)
+        record: dict[str, Any] = {
+            'epoch': epoch + 1,
+            'step': state['step'],
+            'lr': cfg.optim.lr * lr_factor(cfg.sched, state['step'] - 1, steps_per_epoch, total_steps),
+            'train_loss': float(loss_sum[0] / max(1.0, float(loss_sum[1]))),
+            'img_per_s': seen * info.world_size / max(epoch_seconds, 1e-9),
+            'epoch_seconds': epoch_seconds,
+        }
+        last_epoch = epoch + 1 == cfg.epochs
+        if val_ds is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+            tv = time.perf_counter()
+            if info.is_main:
+                record.update(evaluate(model, val_loader, cfg, device, amp_dtype))
+            state['val_seconds'] += time.perf_counter() - tv
+            if info.enabled:
+                dist.barrier()
+            if info.is_main:
+                best = state['best']
+                if best is None or record[select] > best['metrics'][select]:
+                    state['best'] = {
+                        'epoch': epoch + 1,
+                        'metrics': {k: record[k] for k in METRIC_KEYS if k in record},
+                    }
+                    save_weights(model.state_dict(), out / 'best.safetensors', {'epoch': str(epoch + 1)})
+        state['history'].append(record)
+        state['epoch'] += 1
+        state['step_in_epoch'] = 0
+        state['epoch_loss'] = [0.0, 0]
+        save_point(epoch_done=True)
+        if info.is_main:
+            write_log()
+            shown = {k: round(v, 2) for k, v in record.items() if k in METRIC_KEYS}
+            _log(
+                info,
+                f'epoch {epoch + 1}/{cfg.epochs}  loss {record["train_loss"]:.4f}'
+                + (f'  {shown}' if shown else ''),
+            )
+
+    best = state['best']
+    if info.is_main and best is None:  # no validation: the last weights are the selected ones
+        atomic_copy(out / 'last.safetensors', out / 'best.safetensors')
+    validated = [h for h in state['history'] if select in h]
+    result = {
+        'final': {k: validated[-1][k] for k in METRIC_KEYS if k in validated[-1]} if validated else {},
+        'best': dict(best['metrics']) if best else {},
+        'best_epoch': best['epoch'] if best else cfg.epochs,
+        'select_metric': select,
+        'checkpoints': {'best': str(out / 'best.safetensors'), 'last': str(out / 'last.safetensors')},
+        'output_dir': str(out),
+        'config': str(out / 'config.yaml'),
+        'log': str(out / 'log.jsonl'),
+        'epochs': cfg.epochs,
+        'steps': state['step'],
+        'train_seconds': state['train_seconds'],
+        'val_seconds': state['val_seconds'],
+        'world_size': info.world_size,
+    }
+    if info.is_main:
+        atomic_write_bytes(out / 'summary.json', (json.dumps(result, indent=2) + '\n').encode())
+        _log(info, _summary_table(state['history'], select, best['epoch'] if best else None))
+    if info.enabled:  # only rank 0 validated: every rank returns its result
+        shared = [result]
+        dist.broadcast_object_list(shared, src=0)
+        result = shared[0]
+    return result
