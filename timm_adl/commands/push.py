@@ -1,0 +1,238 @@
+"""``timm-adl push CHECKPOINT --repo-id ORG/NAME [--dry-run FOLDER]``: publish a trained checkpoint on the Hub.
+
+CHECKPOINT is a training run folder (``config.yaml`` + ``best.safetensors``) or a ``.safetensors`` file with
+``--model NAME`` (or ``--recipe``, or a ``config.yaml`` beside it). The model is rebuilt as the run built it,
+the weights are loaded strictly, and the folder ``timm_adl.hub.save_pretrained`` writes is uploaded in one
+commit; ``--dry-run FOLDER`` writes that folder and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..cli import CliError
+
+HELP_EPILOG = """examples:
+  timm-adl push runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub --dry-run out/r50_card
+  timm-adl push runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub --metrics runs/cub_r50_test/results.json \\
+      --split test --heatmaps runs/cub_r50_test/cams.png
+  timm-adl push model.safetensors --model resnet50_se_adl --repo-id me/r50-adl --dataset cub --split test \\
+      --metrics results.json
+
+Metrics default to the run's best validation metrics (summary.json, split = the recipe's data.val_split);
+--metrics takes a JSON of WSOL metrics in percent (top1_clas, gt_known_loc, top1_loc, max_box_acc,
+max_box_acc_v2), e.g. the results of `timm-adl eval`. Authentication: `hf auth login` or HF_TOKEN.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        'push',
+        help='publish a trained checkpoint on the Hugging Face Hub with its model card (or --dry-run)',
+        description='Rebuild the model of a training run (or of a .safetensors file), write the Hub folder '
+        '(model.safetensors, config.json, recipe.yaml, README.md model card, metrics.json, heatmaps.png) and '
+        'upload it in one commit.',
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument('checkpoint', help='training run folder, or a .safetensors weights file')
+    p.add_argument(
+        '--repo-id', required=True, metavar='ORG/NAME', help='Hub repo, e.g. timm-adl/resnet50_se_adl.cub'
+    )
+    p.add_argument('--dry-run', metavar='FOLDER', help='write the folder here for review; upload nothing')
+    p.add_argument('--overwrite', action='store_true', help='with --dry-run: replace a non-empty FOLDER')
+    p.add_argument('--model', help='timm model name (required for a bare .safetensors without a recipe)')
+    p.add_argument('--recipe', help='recipe / config YAML the weights were trained with')
+    p.add_argument(
+        '--weights', default='best', choices=('best', 'last'), help='which weights of a run folder'
+    )
+    p.add_argument('--num-classes', type=int, help='classes of the head (default: read from the weights)')
+    p.add_argument('--metrics', help="JSON file of WSOL metrics (default: the run's best validation metrics)")
+    p.add_argument(
+        '--dataset', help="data set the metrics were measured on (default: the recipe's data.name)"
+    )
+    p.add_argument('--split', help='split the metrics were measured on (e.g. test)')
+    p.add_argument('--heatmaps', help='PNG of CAM heatmaps shown on the model card')
+    p.add_argument('--label-names', help='class names: a text file (one per line) or a JSON list')
+    p.add_argument('--license', help="license id for the card (default: the model's, else apache-2.0)")
+    p.add_argument('--private', action='store_true', help='create the repo as private')
+    p.add_argument('--revision', help='branch to commit to (created if missing; default main)')
+    p.add_argument('--commit-message', help='commit message')
+    p.set_defaults(func=run)
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        raise CliError(f'{what} file not found: {path}') from None
+    except json.JSONDecodeError as err:
+        raise CliError(f'{what} file {path} is not valid JSON ({err.msg}, line {err.lineno})') from None
+    except UnicodeDecodeError:
+        raise CliError(f'{what} file {path} is not valid JSON (not UTF-8 text)') from None
+
+
+def _label_names(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    if path.endswith('.json'):
+        data = _read_json(path, 'label names')
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=int)]
+        if not isinstance(data, list):
+            raise CliError(f'label names file {path} must hold a JSON list (or index -> name mapping)')
+        return [str(n) for n in data]
+    try:
+        lines = Path(path).read_text(encoding='utf-8').splitlines()
+    except FileNotFoundError:
+        raise CliError(f'label names file not found: {path}') from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _locate(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
+    """``(weights, recipe, run_dir)`` for the CHECKPOINT argument."""
+    ckpt = Path(args.checkpoint)
+    if ckpt.is_dir():
+        weights = ckpt / f'{args.weights}.safetensors'
+        if not weights.is_file():
+            raise CliError(f'{ckpt} is not a training run folder: {weights.name} not found')
+        config = Path(args.recipe) if args.recipe else ckpt / 'config.yaml'
+        return weights, config if config.is_file() or args.recipe else None, ckpt
+    if ckpt.suffix != '.safetensors':
+        raise CliError(f'CHECKPOINT must be a run folder or a .safetensors file (no pickles), got {ckpt}')
+    if not ckpt.is_file():
+        raise CliError(f'weights file not found: {ckpt}')
+    beside = ckpt.parent / 'config.yaml'
+    config = Path(args.recipe) if args.recipe else (beside if beside.is_file() else None)
+    return ckpt, config, ckpt.parent if config == beside else None
+
+
+def _num_classes(model_name: str, weights: dict, given: int | None) -> int | None:
+    if given is not None:
+        return given
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    classifier = cfg.classifier if cfg is not None else None
+    names = [classifier] if isinstance(classifier, str) else list(classifier or [])
+    for name in names:
+        if f'{name}.weight' in weights:
+            return int(weights[f'{name}.weight'].shape[0])
+    return None
+
+
+def build_from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Path | None, Path]:
+    """Rebuild the model and load its weights: ``(model, train_config_or_None, run_dir, weights_path)``."""
+    import timm
+    from safetensors.torch import load_file
+
+    from ..hub import verify_weights
+    from ..train import ConfigError, load_config
+
+    weights_path, recipe_path, run_dir = _locate(args)
+    verify_weights(weights_path)
+    state = load_file(str(weights_path))
+    cfg = None
+    if recipe_path is not None:
+        try:
+            cfg = load_config(recipe_path)
+        except ConfigError as err:
+            raise CliError(str(err)) from None
+    model_name = args.model or (cfg.model if cfg is not None else None)
+    if not model_name:
+        raise CliError(f'{weights_path} has no config.yaml beside it: give --model NAME (or --recipe)')
+    num_classes = _num_classes(model_name, state, args.num_classes or (cfg.num_classes if cfg else None))
+    if cfg is not None:
+        import dataclasses
+
+        from ..train.distributed import DistInfo
+        from ..train.engine import build_model
+
+        # As the run built it, minus the starting weights (the checkpoint replaces them).
+        build_cfg = dataclasses.replace(
+            cfg, model=model_name, pretrained=False, pretrained_file=None, initial_checkpoint=None
+        )
+        try:
+            model, _ = build_model(build_cfg, num_classes, DistInfo())
+        except ConfigError as err:
+            raise CliError(str(err)) from None
+    else:
+        kwargs = {'num_classes': num_classes} if num_classes is not None else {}
+        model = timm.create_model(model_name, **kwargs)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = next((line.strip() for line in str(err).splitlines() if 'size mismatch' in line), str(err))
+        raise CliError(
+            f'{weights_path} does not fit {model_name}: {detail} (wrong --model or recipe?)'
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CliError(
+            f'{weights_path} does not fit {model_name}: missing {result.missing_keys[:3]}, '
+            f'unexpected {result.unexpected_keys[:3]} (wrong --model or recipe?)'
+        )
+    return model.eval(), cfg, run_dir, weights_path
+
+
+def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[dict, str | None]:
+    """``(metrics, default_split)`` from --metrics or the run's summary.json."""
+    if args.metrics:
+        data = _read_json(args.metrics, 'metrics')
+        if isinstance(data, dict) and isinstance(data.get('metrics'), dict):
+            data = {**data['metrics'], **{k: data[k] for k in ('dataset', 'split') if k in data}}
+        if not isinstance(data, dict):
+            raise CliError(f'metrics file {args.metrics} must hold a JSON object of metric -> value')
+        return data, None
+    summary = run_dir / 'summary.json' if run_dir is not None else None
+    if summary is not None and summary.is_file():
+        best = _read_json(str(summary), 'summary').get('best') or {}
+        return dict(best), (cfg.data.val_split if cfg is not None else None)
+    return {}, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from ..hub import CorruptCheckpointError, push_to_hub, save_pretrained
+    from ..train import config_to_dict
+
+    if args.overwrite and not args.dry_run:
+        raise CliError('--overwrite only applies to --dry-run FOLDER')
+    try:
+        model, cfg, run_dir, weights_path = build_from_checkpoint(args)
+        metrics, default_split = _metrics(args, cfg, run_dir)
+        kwargs = dict(
+            dataset=args.dataset,
+            split=args.split or metrics.get('split') or (default_split if metrics else None),
+            label_names=_label_names(args.label_names),
+            heatmaps=args.heatmaps,
+            license=args.license,
+        )
+        recipe = config_to_dict(cfg) if cfg is not None else None
+        if args.dry_run:
+            folder = save_pretrained(
+                model, args.dry_run, metrics, recipe, repo_id=args.repo_id, overwrite=args.overwrite, **kwargs
+            )
+            print(
+                f'wrote {folder} (dry run, nothing uploaded): {", ".join(sorted(p.name for p in folder.iterdir()))}'
+            )
+            return 0
+        info = push_to_hub(
+            model,
+            args.repo_id,
+            metrics,
+            recipe,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            **kwargs,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError, CorruptCheckpointError) as err:
+        raise CliError(str(err).splitlines()[0]) from None
+    except HfHubHTTPError as err:
+        raise CliError(f'upload to {args.repo_id} failed: {str(err).splitlines()[0]}') from None
+    print(f'pushed {weights_path} to {info.commit_url}')
+    return 0
