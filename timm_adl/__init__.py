@@ -1,10 +1,38 @@
 """timm-adl: the Attention-based Dropout Layer (ADL) for timm, and a toolkit for weakly supervised
 object localization (WSOL).
 
-``import timm_adl`` registers the paper backbones (``*_adl`` and their baselines) in timm's registry.
+``import timm_adl`` registers the paper backbones (``*_adl`` and their baselines) and the generic
+``adl_inserted`` architecture in timm's registry: timm has no plugin discovery, so ``timm.create_model``
+(``hf-hub:``/``local-dir:`` names included) knows them only after this import.
 """
 
+from . import cam, data, hub, metrics, models, train, viz
 from .adl import ADL, adl_maps
+from .cam import CamResult, cam_geometry, compute_cams
+from .hub import load
+from .models import BASELINES
+from .points import InsertionPoint, insertion_points
+from .surgery import adl_points, insert
 from .version import __version__
 
-__all__ = ['ADL', '__version__', 'adl_maps']
+__all__ = [
+    'ADL',
+    'BASELINES',
+    'CamResult',
+    'InsertionPoint',
+    '__version__',
+    'adl_maps',
+    'adl_points',
+    'cam',
+    'cam_geometry',
+    'compute_cams',
+    'data',
+    'hub',
+    'insert',
+    'insertion_points',
+    'load',
+    'metrics',
+    'models',
+    'train',
+    'viz',
+]

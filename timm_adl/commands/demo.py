@@ -1,0 +1,368 @@
+"""``timm-adl demo``: train a CAM baseline and its ADL twin on the built-in synthetic set and compare them.
+
+The project's main job in one command: it generates (or reuses) the synthetic CUB-like set
+(:mod:`timm_adl.data.synthetic`), trains both recipes of ``recipes/synthetic/`` with the project's trainer
+for each seed at the same budget, evaluates both on ``test`` with the WSOL metrics (the paper's fixed
+threshold and the fair protocol's MaxBoxAcc), prints a table, and writes:
+
+* ``DIR/results.json``: one row per seed and method, ``{"seed", "method": "cam"|"adl", "top1_clas",
+  "gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2", "train_seconds"}``, metrics in percent;
+* ``DIR/compare.png``: test images with both models' CAMs and boxes (the paper's Figure 3);
+* ``DIR/diagnostics.json``: why the numbers are what they are (per run: Top-1 with the head erased, where
+  the CAM peak lies, and for ADL the Top-1 with the drop mask forced on at every ADL layer).
+
+Every choice (data design, recipes) was made on ``val``/``train-fullsup``; ``test`` is only evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ['RESULT_KEYS', 'register', 'run', 'run_demo']
+
+METHODS = ('cam', 'adl')
+RESULT_KEYS = (
+    'seed',
+    'method',
+    'top1_clas',
+    'gt_known_loc',
+    'top1_loc',
+    'max_box_acc',
+    'max_box_acc_v2',
+    'train_seconds',
+)
+METRIC_KEYS = RESULT_KEYS[2:7]
+COLUMNS = ('Top-1 Clas', 'GT-known Loc', 'Top-1 Loc', 'MaxBoxAcc', 'MaxBoxAccV2')
+FIGURE_IMAGES = 8
+DATA_SEED = 0  # the images are fixed; a demo seed changes initialisation, data order and ADL draws
+# A few hundred images and one short epoch: exercises every step of the demo in seconds (tests, CI).
+TINY_SIZES = {'train': 128, 'train-fullsup': 24, 'val': 24, 'test': 48}
+TINY_OVERRIDES = ('epochs=1', 'batch_size=32')
+
+
+def recipe_dir() -> Path:
+    """``recipes/synthetic`` of the source tree (the recipes are YAML files beside the package)."""
+    return Path(__file__).resolve().parents[2] / 'recipes' / 'synthetic'
+
+
+def _recipe(method: str) -> Path:
+    path = recipe_dir() / f'{method}.yaml'
+    if not path.is_file():
+        from ..cli import CliError
+
+        raise CliError(
+            f'demo recipe not found: {path} (the demo needs the recipes/ folder of a source checkout)'
+        )
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_eval_model(cfg: Any, weights: str, num_classes: int):
+    """The trained network in eval form: the *base* timm model with the run's weights.
+
+    ADL has no parameters and is the identity in eval, and ``timm_adl.insert`` keeps every key, so the
+    base model with the ADL run's weights computes exactly what the ADL model computes at test time.
+    """
+    import timm
+    from safetensors.torch import load_file
+
+    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    model.load_state_dict(load_file(weights))
+    return model.eval()
+
+
+def _adl_model(cfg: Any, weights: str, num_classes: int):
+    import timm
+    from safetensors.torch import load_file
+
+    from ..surgery import insert
+
+    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    model = insert(model, after=cfg.adl.after, drop_rate=cfg.adl.drop_rate, gamma=cfg.adl.gamma)
+    model.load_state_dict(load_file(weights))
+    return model.eval()
+
+
+def evaluate_split(
+    cfg: Any, weights: str, data_root: Path, synth_cfg: Any, split: str = 'test', batch_size: int = 100
+) -> dict[str, Any]:
+    """Metrics (both protocols) and diagnostics of one trained run on ``split``; also its first CAMs for the figure."""
+    import numpy as np
+    import torch
+
+    from ..adl import ADL, adl_maps
+    from ..cam import compute_cams
+    from ..data import create_wsol_dataset
+    from ..data.synthetic import render_synthetic
+    from ..data.transforms import model_mean_std
+    from ..metrics import WSOLEvaluator
+
+    num_classes = synth_cfg.num_classes
+    model = _load_eval_model(cfg, weights, num_classes)
+    mean, std = (cfg.data.mean, cfg.data.std) if cfg.data.mean and cfg.data.std else model_mean_std(model)
+    ds = create_wsol_dataset(
+        'wsol-metadata',
+        data_root,
+        split,
+        is_training=False,
+        img_size=cfg.img_size,
+        mean=mean,
+        std=std,
+        metadata_root=data_root / 'metadata',
+    )
+    # the same images re-rendered without the head (same random stream, so only head pixels differ)
+    truth = render_synthetic(synth_cfg, split, seed=DATA_SEED, draw_head=False)
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    evaluator = WSOLEvaluator(cam_threshold=cfg.cam_threshold)
+    n_nohead = n_peak_head = n_drop = 0
+    keep_cams, keep_boxes = [], []
+    adl_eval = _adl_model(cfg, weights, num_classes) if cfg.adl is not None else None
+    with torch.no_grad():
+        for start in range(0, len(ds), batch_size):
+            items = [ds[i] for i in range(start, min(len(ds), start + batch_size))]
+            images = torch.stack([it[0] for it in items])
+            labels = torch.tensor([it[1] for it in items])
+            boxes = [it[2] for it in items]
+            res = compute_cams(model, images, labels)
+            evaluator.update(res.cams_gt, res.cams_top1, boxes, res.logits, labels)
+            # diagnostics
+            sl = slice(start, start + len(items))
+            nohead = torch.from_numpy(truth['images'][sl]).permute(0, 3, 1, 2).float() / 255.0
+            nohead = (nohead - mean_t) / std_t
+            n_nohead += int((model(nohead).argmax(1) == labels).sum())
+            flat = res.cams_gt.flatten(1).argmax(1).numpy()
+            py, px = np.divmod(flat, res.cams_gt.shape[-1])
+            hb = truth['head_boxes'][sl]
+            n_peak_head += int(
+                ((px >= hb[:, 0]) & (px <= hb[:, 2]) & (py >= hb[:, 1]) & (py <= hb[:, 3])).sum()
+            )
+            if adl_eval is not None:
+                n_drop += int(
+                    (_forward_drop_always(adl_eval, images, ADL, adl_maps).argmax(1) == labels).sum()
+                )
+            if start == 0:
+                keep_cams, keep_boxes = res.cams_gt[:FIGURE_IMAGES].clone(), boxes[:FIGURE_IMAGES]
+    metrics = evaluator.compute()
+    n = len(ds)
+    diag = {
+        'top1_no_head': 100.0 * n_nohead / n,
+        'cam_peak_in_head': 100.0 * n_peak_head / n,
+        'best_threshold': float(metrics.get('best_threshold', float('nan'))),
+    }
+    if adl_eval is not None:
+        diag['top1_drop_always'] = 100.0 * n_drop / n
+    return {
+        'metrics': {k: float(metrics[k]) for k in METRIC_KEYS},
+        'diagnostics': diag,
+        'cams': keep_cams,
+        'boxes': keep_boxes,
+    }
+
+
+def _forward_drop_always(model, images, adl_cls, adl_maps):
+    """Eval-mode forward with every ADL layer multiplying by its drop mask (the "drop forced on" diagnostic)."""
+    import torch
+
+    handles = []
+
+    def hook(module, inputs, output):
+        drop, _ = adl_maps(inputs[0], module.gamma)
+        return inputs[0] * drop
+
+    for m in model.modules():
+        if isinstance(m, adl_cls):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            return model(images)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+
+
+def format_table(rows: Sequence[dict[str, Any]], split: str = 'test') -> str:
+    """Mean ± sd over seeds per method, plus ADL − CAM."""
+    seeds = sorted({r['seed'] for r in rows})
+    head = f'{"method":<8}' + ''.join(f'{c:>16}' for c in COLUMNS) + f'{"train s":>10}'
+    lines = [f'{split} split, {len(seeds)} seed(s) {seeds}: mean ± sd, percent', head, '-' * len(head)]
+    by_method = {m: [r for r in rows if r['method'] == m] for m in METHODS}
+    for method, rs in by_method.items():
+        if not rs:
+            continue
+        cells = []
+        for k in METRIC_KEYS:
+            m, sd = _mean_sd([r[k] for r in rs])
+            cells.append(f'{m:6.1f} ± {sd:4.1f}' if len(rs) > 1 else f'{m:6.1f}')
+        t, _ = _mean_sd([r['train_seconds'] for r in rs])
+        lines.append(f'{method.upper():<8}' + ''.join(f'{c:>16}' for c in cells) + f'{t:>10.0f}')
+    if all(by_method.values()):
+        diffs = []
+        for k in METRIC_KEYS:
+            per_seed = [
+                next(r[k] for r in by_method['adl'] if r['seed'] == s)
+                - next(r[k] for r in by_method['cam'] if r['seed'] == s)
+                for s in seeds
+            ]
+            m, sd = _mean_sd(per_seed)
+            diffs.append(f'{m:+6.1f} ± {sd:4.1f}' if len(per_seed) > 1 else f'{m:+6.1f}')
+        lines.append(f'{"ADL-CAM":<8}' + ''.join(f'{c:>16}' for c in diffs))
+    return '\n'.join(lines)
+
+
+def run_demo(
+    seeds: Sequence[int] = (0,),
+    out: str | os.PathLike = 'output/demo',
+    data_dir: str | os.PathLike | None = None,
+    tiny: bool = False,
+    device: str = 'cpu',
+    split: str = 'test',
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the whole demo; return the ``results.json`` rows."""
+    from ..data.synthetic import SyntheticConfig, make_synthetic_wsol
+    from ..train import load_config, run_training
+
+    out = Path(out)
+    t_start = time.perf_counter()
+    synth_cfg = SyntheticConfig(sizes=TINY_SIZES) if tiny else SyntheticConfig()
+    data_root = Path(data_dir) if data_dir else out / ('data-tiny' if tiny else 'data')
+    print(f'synthetic data: {data_root}', flush=True)
+    make_synthetic_wsol(data_root, seed=DATA_SEED, config=synth_cfg)
+    print(f'  ready after {time.perf_counter() - t_start:.0f} s', flush=True)
+
+    rows, diagnostics, figure = [], [], {}
+    for seed in seeds:
+        for method in METHODS:
+            overrides = [
+                f'seed={seed}',
+                f'data.root={data_root}',
+                f'data.metadata_root={data_root / "metadata"}',
+                f'output_dir={out / "runs" / f"{method}-seed{seed}"}',
+                f'device={device}',
+            ]
+            if tiny:
+                overrides += list(TINY_OVERRIDES)
+            cfg = load_config(_recipe(method), overrides)
+            print(f'== seed {seed}: {method.upper()} ({cfg.model}) ==', flush=True)
+            # resume=True: a finished run is reused, an interrupted one continues bit-exactly
+            result = run_training(cfg, resume=True, progress=progress)
+            ev = evaluate_split(cfg, result['checkpoints']['last'], data_root, synth_cfg, split)
+            row = {
+                'seed': int(seed),
+                'method': method,
+                **ev['metrics'],
+                'train_seconds': float(result['train_seconds']),
+            }
+            rows.append(row)
+            diagnostics.append({'seed': int(seed), 'method': method, **ev['diagnostics']})
+            if seed == seeds[0]:
+                figure[method] = ev
+            print(
+                f'  {split}: '
+                + '  '.join(f'{c} {row[k]:.1f}' for c, k in zip(COLUMNS, METRIC_KEYS, strict=True)),
+                flush=True,
+            )
+
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / 'results.json', (json.dumps(rows, indent=1) + '\n').encode())
+    _atomic_write(out / 'diagnostics.json', (json.dumps(diagnostics, indent=1) + '\n').encode())
+    _write_figure(out / 'compare.png', synth_cfg, figure, split)
+    print(format_table(rows, split))
+    print(
+        f'wrote {out / "results.json"}, {out / "compare.png"} ({time.perf_counter() - t_start:.0f} s in all)'
+    )
+    return rows
+
+
+def _write_figure(path: Path, synth_cfg: Any, figure: dict[str, dict], split: str, scale: int = 2) -> None:
+    """Figure 3 of the paper for the first test images: each model's heatmap, and its box (green) at its own
+    best (MaxBoxAcc) threshold against the ground truth (red)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.synthetic import render_synthetic
+    from ..metrics import extract_boxes
+    from ..viz import cam_grid, save_png
+
+    n = len(figure['cam']['cams'])
+    images = render_synthetic(synth_cfg, split, n=n, seed=DATA_SEED)['images']
+    images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)  # small images: enlarge for viewing
+    cams, preds = [], []
+    for method in METHODS:
+        cam = figure[method]['cams'].float()
+        thr = figure[method]['diagnostics']['best_threshold']
+        preds.append([np.asarray(extract_boxes(c.numpy(), [thr]))[0].reshape(-1, 4) * scale for c in cam])
+        cams.append(
+            F.interpolate(cam[:, None], scale_factor=scale, mode='bilinear', align_corners=False)[:, 0]
+        )
+    gt = [torch.as_tensor(b, dtype=torch.float32) * scale for b in figure['cam']['boxes']]
+    grid = cam_grid(list(images), cams, gt, preds, titles=[m.upper() for m in METHODS])
+    save_png(grid, path)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        'demo',
+        help='train CAM and ADL on the built-in synthetic set and compare them',
+        description=__doc__.split('\n\n')[0],
+    )
+    p.add_argument('--seeds', type=int, nargs='+', default=[0], help='training seeds (default: 0)')
+    p.add_argument('--out', default='output/demo', help='output folder (default: output/demo)')
+    p.add_argument(
+        '--data-dir', default=None, help='synthetic data folder (default: OUT/data); reused if present'
+    )
+    p.add_argument('--tiny', action='store_true', help='a few hundred images and one epoch: a smoke run')
+    p.add_argument(
+        '--split',
+        default='test',
+        choices=('test', 'val', 'train-fullsup'),
+        help='split to evaluate (default: test; choose settings on val or train-fullsup, never on test)',
+    )
+    p.add_argument(
+        '--device', default='cpu', help="torch device (default: cpu; 'auto' picks a GPU if present)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(set(args.seeds)) != len(args.seeds):
+        from ..cli import CliError
+
+        raise CliError(f'--seeds has repeats: {args.seeds}')
+    run_demo(
+        seeds=args.seeds,
+        out=args.out,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        device=args.device,
+        split=args.split,
+    )
+    return 0
