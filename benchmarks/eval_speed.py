@@ -6,7 +6,8 @@ OpenCV's bicubic interpolation and min-max normalised. The reference algorithm i
 box extraction written out from its definition (per image, per threshold: threshold, findContours,
 contourArea / boundingRect, IoU against every ground-truth box) and run in this process on a subset;
 its time is extrapolated to the full set. Both must give identical accuracy curves. Times are CPU
-time of this process (time.process_time), so other load on the machine does not skew the ratio.
+time of this process (time.process_time), so other load on the machine does not skew the ratio. The
+first call, which compiles our numba kernels (or loads them from numba's on-disk cache), is timed apart.
 
     python benchmarks/eval_speed.py                 # 5,794 maps (the CUB test set), 100 thresholds
     python benchmarks/eval_speed.py --maps 1000 --reference-maps 100
@@ -101,6 +102,13 @@ def main() -> None:
     thresholds = np.arange(0, 1, 0.01)
     iou = (30, 50, 70)
     print(f'{args.maps} synthetic {SIZE}x{SIZE} CAMs, {len(thresholds)} thresholds, IoU {iou}, one thread')
+    warm_maps, warm_boxes = synthetic_cams(np.random.default_rng(args.seed + 1), 2, args.noise)
+    t0 = time.perf_counter()
+    for multi in (False, True):
+        BoxEvaluator(multi_contour=multi).update(warm_maps, warm_boxes)
+    print(
+        f'first call (numba compile, or load from its cache): {time.perf_counter() - t0:.2f} s wall, not counted'
+    )
 
     for multi in (False, True):
         name = 'MaxBoxAccV2 (multi-contour)' if multi else 'MaxBoxAcc (largest contour)'

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from ._levelsets import apply_luts, quad_counts, quantise, sweep
+from ._levelsets import quantise, sweep
 
 __all__ = ['default_cam_thresholds', 'extract_boxes', 'iou_inclusive', 'quantize_scoremaps', 'resize_boxes']
 
@@ -197,11 +197,10 @@ class _Levels:
 
 
 def _prepare(scoremaps: np.ndarray, thresholds: np.ndarray):
-    """8-bit maps, their levels (:class:`_Levels`) and the (N, H, W) int16 level images of a batch."""
+    """8-bit maps, their levels (:class:`_Levels`) and the level of each 8-bit value per map (N, 256)."""
     q = quantise(scoremaps)
     lv = _Levels(q, thresholds)
-    luts = np.stack(lv._luts).astype(np.int16)[lv._group]
-    return q, lv, apply_luts(q, luts)
+    return q, lv, np.stack(lv._luts).astype(np.int16)[lv._group]
 
 
 def batch_boxes(
@@ -218,16 +217,16 @@ def batch_boxes(
         lv = _Levels(np.zeros((0, h, w), dtype=np.uint8), thresholds)
         e = np.zeros((0, 4), dtype=np.int64)
         return {'levels': lv, 'largest': e, 'multi': (np.zeros(0, dtype=np.int64), e)}
-    q, lv, lev = _prepare(scoremaps, thresholds)
+    q, lv, luts = _prepare(scoremaps, thresholds)
     out: dict = {'levels': lv}
     n_q = int(lv.offset[-1])
-    cq, x0, y0, x1, y1 = sweep(lev, lv.k, lv.offset, True)
-    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1}
+    cq, x0, y0, x1, y1, quads = sweep(q, luts, lv.k, lv.offset, True, largest)
+    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1, 'quads': quads}
     cbox = np.stack([x0, y0, np.minimum(x1 + 1, w - 1), np.minimum(y1 + 1, h - 1)], axis=1).astype(np.int64)
     if largest:
-        out['largest'] = _largest(comp, cbox, lv, lev, q, n_q)
+        out['largest'] = _largest(comp, cbox, lv, q, n_q)
     if multi_contour:
-        hq, hx0, hy0, hx1, hy1 = sweep(lev, lv.k, lv.offset, False)
+        hq, hx0, hy0, hx1, hy1, _ = sweep(q, luts, lv.k, lv.offset, False, False)
         hbox = np.stack(
             [hx0 - 1, hy0 - 1, np.minimum(hx1 + 2, w - 1), np.minimum(hy1 + 2, h - 1)], axis=1
         ).astype(np.int64)
@@ -239,9 +238,7 @@ def batch_boxes(
     return out
 
 
-def _largest(
-    comp: dict, cbox: np.ndarray, lv: _Levels, lev: np.ndarray, q: np.ndarray, n_q: int
-) -> np.ndarray:
+def _largest(comp: dict, cbox: np.ndarray, lv: _Levels, q: np.ndarray, n_q: int) -> np.ndarray:
     """Box of the contour of largest polygon area, per query."""
     cq = comp['query']
     out = np.zeros((n_q, 4), dtype=np.int64)
@@ -268,39 +265,43 @@ def _largest(
     top = order[starts]  # component of largest bound per query
     second = ub_sorted[starts + 1]
     total = np.add.reduceat(ub, starts)
-    quads = quad_counts(lev, lv.k, lv.offset)[multi]
+    quads = comp['quads'][multi]
     lower = quads - (total - ub[top])
     ok = lower > second
     out[multi[ok]] = boxes[top[ok]]
     # Otherwise OpenCV decides, on the box around the candidates (the components whose bound reaches
     # the leader's lower bound). A component cut by that box keeps a polygon inside its own box, so
     # it cannot reach the winner: when the largest area there is unique, it is the reference's.
+    bad = np.flatnonzero(~ok)
+    if bad.size == 0:
+        return out
     h, w = q.shape[1:]
-    ex = [comp[k][sel] for k in ('x0', 'y0', 'x1', 'y1')]
-    for k in np.flatnonzero(~ok):
-        qi = multi[k]
-        i, level = lv.map_of_query[qi], int(lv.value_of_query[qi])
-        seg = slice(starts[k], starts[k + 1] if k + 1 < starts.size else mq.size)
-        cand = np.flatnonzero(ub[seg] >= lower[k]) + starts[k]
-        x0 = max(int(ex[0][cand].min()) - 1, 0)
-        y0 = max(int(ex[1][cand].min()) - 1, 0)
-        x1 = min(int(ex[2][cand].max()) + 2, w)
-        y1 = min(int(ex[3][cand].max()) + 2, h)
-        box = _unique_largest(q[i, y0:y1, x0:x1], level, x0, y0, w, h)
-        out[qi] = box if box is not None else contour_boxes(q[i], level, multi_contour=False)[0]
+    group = np.cumsum(np.r_[0, mq[1:] != mq[:-1]])  # query of each component, as an index into multi
+    cand = np.flatnonzero(~ok[group] & (ub >= lower[group]))  # grouped by query, one at least in each
+    g_first = np.flatnonzero(np.r_[True, group[cand[1:]] != group[cand[:-1]]])
+    x0 = np.maximum(np.minimum.reduceat(comp['x0'][sel][cand], g_first) - 1, 0).tolist()
+    y0 = np.maximum(np.minimum.reduceat(comp['y0'][sel][cand], g_first) - 1, 0).tolist()
+    x1 = np.minimum(np.maximum.reduceat(comp['x1'][sel][cand], g_first) + 2, w).tolist()
+    y1 = np.minimum(np.maximum.reduceat(comp['y1'][sel][cand], g_first) + 2, h).tolist()
+    qis = multi[bad]
+    maps = lv.map_of_query[qis].tolist()
+    levels = lv.value_of_query[qis].tolist()
+    for qi, i, level, a, b, c, d in zip(qis.tolist(), maps, levels, x0, y0, x1, y1, strict=True):
+        box = _unique_largest(q[i, b:d, a:c], int(level), a, b, w, h)
+        out[qi] = box if box is not None else contour_boxes(q[i], int(level), multi_contour=False)[0]
     return out
 
 
-def _unique_largest(q: np.ndarray, level: int, x0: int, y0: int, w: int, h: int) -> np.ndarray | None:
+def _unique_largest(q: np.ndarray, level: int, x0: int, y0: int, w: int, h: int) -> tuple | None:
     """Box of the largest outer contour of a crop at ``level``, or None if the largest area is tied."""
-    binary = np.greater(q, level).view(np.uint8)
+    binary = cv2.threshold(q, level, 1, cv2.THRESH_BINARY)[1]  # q > level
     contours = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
     areas = [cv2.contourArea(c) for c in contours]
     best = max(areas)
     if areas.count(best) > 1:
         return None
     x, y, bw, bh = cv2.boundingRect(contours[areas.index(best)])
-    return np.array([x + x0, y + y0, min(x + x0 + bw, w - 1), min(y + y0 + bh, h - 1)], dtype=np.int64)
+    return (x + x0, y + y0, min(x + x0 + bw, w - 1), min(y + y0 + bh, h - 1))
 
 
 def extract_boxes(
