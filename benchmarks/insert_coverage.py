@@ -61,10 +61,7 @@ def check(name: str) -> str:
     points = analyse(base)
     missing = [p for p in POINTS if p not in points.aliases]
     if missing:
-        strides = sorted({2**lv for lv in points.level.values() if lv})
-        raise NotApplicable(
-            f'no NCHW feature map for {"/".join(missing)} (NCHW strides seen: {strides or "none"})'
-        )
+        raise NotApplicable('; '.join(f'{p}: {points.why_missing(p)}' for p in missing))
     model = timm_adl.insert(base, after=list(POINTS))
     adls = [m for m in model.modules() if isinstance(m, timm_adl.ADL)]
     distinct = len({points.resolve(p)[0] for p in POINTS})  # two aliases can name one block boundary

@@ -27,15 +27,6 @@ from timm_adl.data import (
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny tensors: intra-op threads only contend with the other test workers on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _scaled(box, size, img=224):
     """The reference's resize_bbox, written out: multiply, divide, truncate."""
     w, h = size

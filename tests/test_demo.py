@@ -82,3 +82,12 @@ def test_tiny_demo_writes_results_and_figure(tmp_path, capsys):
 def test_repeated_seeds_are_a_clear_error(tmp_path, capsys):
     assert main(['demo', '--seeds', '0', '0', '--out', str(tmp_path)]) == 2
     assert 'repeats' in capsys.readouterr().err
+
+
+def test_foreign_data_dir_is_a_clear_error(tmp_path, capsys):
+    foreign = tmp_path / 'photos'
+    foreign.mkdir()
+    (foreign / 'keep.jpg').write_bytes(b'not ours')
+    assert main(['demo', '--tiny', '--data-dir', str(foreign), '--out', str(tmp_path / 'out')]) == 2
+    assert 'not a synthetic WSOL set' in capsys.readouterr().err
+    assert (foreign / 'keep.jpg').read_bytes() == b'not ours'

@@ -63,15 +63,6 @@ RETRACE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: one intra-op thread is faster than contending for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(name: str, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(name, num_classes=10, **kwargs).eval()

@@ -12,15 +12,6 @@ from timm_adl import InsertionPoint, insert, insertion_points
 from timm_adl.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: one intra-op thread is faster than contending for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _meta_model(name: str) -> torch.nn.Module:
     """Shapes are all the analysis needs: build on the meta device (no memory, no init)."""
     with torch.device('meta'):
@@ -147,3 +138,12 @@ def test_cli_points_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(['points', 'resnet5O']) == 2
     err = capsys.readouterr().err
     assert "unknown timm model 'resnet5O'" in err and 'resnet50' in err
+
+
+def test_cli_prints_cam_offset(capsys):
+    from timm_adl.cli import main
+
+    assert main(['points', 'resnet18', '--aliases', '--input-size', '3', '64', '64', '--cam-offset']) == 0
+    out = capsys.readouterr().out
+    assert 'pool4' in out
+    assert 'CAM geometry at 64x64: 2x2 cells, stride 32x32 px' in out

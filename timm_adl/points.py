@@ -1,19 +1,25 @@
 """Where ADL can go in a timm model: names, shapes, strides and the portable aliases ``poolN`` / ``last``.
 
 Everything here is read off one torch.fx trace of the model (timm's leaf modules and autowrapped
-functions respected) and one shape propagation at the model's input size, run on a copy whose tensors
-live on the ``meta`` device (no compute, the caller's model is never touched).
+functions respected; a submodule FX cannot trace is kept whole) and two shape propagations with every
+tensor swapped for a ``meta`` tensor (no compute, no copy): one at the model's input size, one at twice
+that size, so that dims that double are told apart from channels and token counts. The caller's model is
+left as it was.
 
 Vocabulary: a *point* is the output of a module (its path, ``'layer3.0'``) or of one traced node (its
-dotted node name as ``get_graph_node_names`` prints it, ``'Mixed_6a.max_pool2d'``). Aliases:
+dotted node name as ``get_graph_node_names`` prints it, ``'Mixed_6a.max_pool2d'``). A *feature map* is
+an (N, C, H, W) output whose H and W scale with the input. A *cut* is a node every input-to-logits path
+passes through (the only live tensor at its place in the graph), so never inside a residual branch.
 
 - ``poolN``: the output of the N-th halving of the feature map, counted from the input (a stride-4 stem
-  counts twice, so it is ``pool2`` and there is no ``pool1``), lifted to the boundary of the smallest
-  block that contains the halving: the innermost enclosing module that is a child of a chain container
-  (``nn.Sequential`` or a module whose forward just iterates its children) and whose output is a *cut*
-  of the graph (every path from the input to the logits passes through it, so never inside a residual
-  branch); then moved past trailing norm / activation layers, so it never sits between a conv and them.
-- ``last``: the last cut with a spatial (H*W > 1) NCHW output, i.e. the final feature map before pooling.
+  counts twice, so it is ``pool2`` and there is no ``pool1``). Taken at the first cut at that stride and
+  lifted to the boundary of the smallest block that contains it: the innermost enclosing module that is
+  a child of a chain container (``nn.Sequential`` or a module whose forward just iterates its children)
+  and whose output is a cut at the same stride (else a root child; models without cuts, such as HRNet's
+  parallel branches, fall back to the innermost chain child), then moved past trailing norm / activation
+  layers so it never sits between a conv and them. A map that only feeds tokens or a channels-last layout
+  (a ViT's patch embedding) gets no alias.
+- ``last``: the last cut feature map, provided no layer with weights processes tokens after it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import difflib
 import fnmatch
 import io
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,6 +55,7 @@ _NORM_MODULES = (
     'torch.nn.modules.batchnorm', 'torch.nn.modules.normalization', 'torch.nn.modules.instancenorm',
     'timm.layers.norm', 'timm.layers.norm_act',
 )  # fmt: skip
+_ALIAS = re.compile(r'pool[1-9][0-9]*|last')
 _MAX_UNIT_CHILDREN = 4  # a Sequential of at most this many leaves (conv+norm+act) is one layer, not a stage
 
 
@@ -130,6 +138,7 @@ class ModelPoints:
         self._levels()
         self._cuts()
         self._module_outputs()
+        self.missing: dict[str, str] = {}  # alias -> why the model has none
         self.aliases = self._aliases()
 
     # -- structure ---------------------------------------------------------------------------------
@@ -295,32 +304,64 @@ class ModelPoints:
                 # a functional op in the root forward cannot take an ADL: use the next block boundary
                 later = (m for m in self.nodes[self.index[n] + 1 :] if self.level.get(m) == level)
                 point = next((b for b in map(self.boundary, later) if b[0] is not None), point)
-            if self.spatial(point[1]) and self.level[point[1]] == level and not self._inside_tokens(point):
+            where = f'the stride-{2**level} map ({self.qualname[n]})'
+            if not self.spatial(point[1]) or self.level[point[1]] != level:
+                self.missing[f'pool{level}'] = f'{where} has no block boundary at that stride'
+            elif reason := self._inside_tokens(point):
+                self.missing[f'pool{level}'] = f'{where} {reason}'
+            else:
                 aliases[f'pool{level}'] = point
         spatial_cuts = [
             n for n in self.nodes if n in self.cut and self.spatial(n) and not self._is_identity(n)
         ]
-        if spatial_cuts and not self._tokens_after(spatial_cuts[-1]):
+        if not spatial_cuts:
+            self.missing['last'] = 'no (N, C, H, W) feature map on the main path'
+        elif self._tokens_after(spatial_cuts[-1]):
+            self.missing['last'] = (
+                f'layers with weights still process tokens or channels-last maps after the last (N, C, H, W) '
+                f'map ({self.qualname[spatial_cuts[-1]]})'
+            )
+        else:
             aliases['last'] = self.boundary(spatial_cuts[-1])
         return aliases
 
-    def _inside_tokens(self, point: tuple[str | None, fx.Node]) -> bool:
-        """Whether the point sits inside a module that outputs tokens or a channels-last map (a ViT's patch
-        embedding, an attention block's pooled keys): that map is not the model's feature map."""
+    def why_missing(self, alias: str) -> str:
+        """Why an alias (``pool3``, ``last``) does not exist in this model, in one phrase."""
+        if alias in self.missing:
+            return self.missing[alias]
+        strides = sorted({2**lv for lv in self.level.values() if lv})
+        seen = (
+            f'(N, C, H, W) maps at strides {strides}' if strides else 'no (N, C, H, W) maps after the input'
+        )
+        return f'no (N, C, H, W) feature map at stride {2 ** int(alias[4:])}: {seen}'
+
+    def _inside_tokens(self, point: tuple[str | None, fx.Node]) -> str | None:
+        """Why the point's map is only a step towards tokens or a channels-last layout (a ViT's patch
+        embedding, PiT's pooling conv, an attention block's pooled keys) rather than a feature map; None
+        if it is a feature map."""
         path, out = point[0] if point[0] is not None else self.path_of(point[1]), point[1]
         users = [u for u in out.users if u in self.shape]
-        if users and all(not self.spatial(u) and self._positions(u) > 1 for u in users):
-            return True  # the map only exists to be flattened into tokens (PiT's pooling conv)
+        if users and all(self._token_consumer(out, u) for u in users):
+            return 'only feeds tokens or a channels-last layout'
         for prefix in _prefixes(path):  # a chain (a stage list) says nothing by its last output, a block does
-            out = self.output_node(prefix)
-            if (
-                out is not None
-                and not self.spatial(out)
-                and self._positions(out) > 1
-                and not self.is_chain(prefix)
-            ):
-                return True
-        return False
+            block_out = self.output_node(prefix)
+            if block_out is not None and self._is_tokens(block_out) and not self.is_chain(prefix):
+                return f'is inside {prefix}, which outputs tokens or a channels-last map'
+        return None
+
+    def _token_consumer(self, node: fx.Node, user: fx.Node) -> bool:
+        """``user`` turns ``node`` into tokens; a module entered on the way counts by its own output (a
+        LayerNorm2d permutes internally but returns a map), the innermost such module first."""
+        inside = set(_prefixes(self.path_of(node)))
+        entered = [p for p in _prefixes(self.path_of(user)) if p not in inside]
+        for path in reversed(entered):
+            block_out = self.output_node(path)
+            if block_out is not None:
+                return self._is_tokens(block_out)
+        return self._is_tokens(user)
+
+    def _is_tokens(self, node: fx.Node) -> bool:
+        return node in self.shape and not self.spatial(node) and self._positions(node) > 1
 
     def _positions(self, node: fx.Node) -> int:
         shape = self.shape.get(node, ())
@@ -394,6 +435,11 @@ class ModelPoints:
         if name in self.aliases:
             path, out = self.aliases[name]
             return [('module', path)] if path is not None else self.resolve(self.qualname[out])
+        if _ALIAS.fullmatch(name) and name not in self.modules and name not in self.by_qualname:
+            available = ', '.join(self.aliases) or 'none'
+            raise ValueError(
+                f'{type(self.model).__name__} has no {name!r}: {self.why_missing(name)} (aliases here: {available})'
+            )
         if name in self.modules and name:
             return [('module', name)]
         node = self.by_qualname.get(name) or self.by_fx_name.get(name)

@@ -77,8 +77,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _load_eval_model(cfg: Any, weights: str, num_classes: int):
-    """The trained network in eval form: the *base* timm model with the run's weights.
+def _trained_model(cfg: Any, weights: str, num_classes: int, with_adl: bool = False):
+    """The trained network in eval mode: the base timm model with the run's weights (ADL layers added with
+    ``with_adl``, for the "drop forced on" diagnostic).
 
     ADL has no parameters and is the identity in eval, and ``timm_adl.insert`` keeps every key, so the
     base model with the ADL run's weights computes exactly what the ADL model computes at test time.
@@ -86,19 +87,11 @@ def _load_eval_model(cfg: Any, weights: str, num_classes: int):
     import timm
     from safetensors.torch import load_file
 
-    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
-    model.load_state_dict(load_file(weights))
-    return model.eval()
-
-
-def _adl_model(cfg: Any, weights: str, num_classes: int):
-    import timm
-    from safetensors.torch import load_file
-
     from ..surgery import insert
 
     model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
-    model = insert(model, after=cfg.adl.after, drop_rate=cfg.adl.drop_rate, gamma=cfg.adl.gamma)
+    if with_adl:
+        model = insert(model, after=cfg.adl.after, drop_rate=cfg.adl.drop_rate, gamma=cfg.adl.gamma)
     model.load_state_dict(load_file(weights))
     return model.eval()
 
@@ -110,7 +103,6 @@ def evaluate_split(
     import numpy as np
     import torch
 
-    from ..adl import ADL, adl_maps
     from ..cam import compute_cams
     from ..data import create_wsol_dataset
     from ..data.synthetic import render_synthetic
@@ -118,7 +110,7 @@ def evaluate_split(
     from ..metrics import WSOLEvaluator
 
     num_classes = synth_cfg.num_classes
-    model = _load_eval_model(cfg, weights, num_classes)
+    model = _trained_model(cfg, weights, num_classes)
     mean, std = (cfg.data.mean, cfg.data.std) if cfg.data.mean and cfg.data.std else model_mean_std(model)
     ds = create_wsol_dataset(
         'wsol-metadata',
@@ -137,7 +129,7 @@ def evaluate_split(
     evaluator = WSOLEvaluator(cam_threshold=cfg.cam_threshold)
     n_nohead = n_peak_head = n_drop = 0
     keep_cams, keep_boxes = [], []
-    adl_eval = _adl_model(cfg, weights, num_classes) if cfg.adl is not None else None
+    adl_eval = _trained_model(cfg, weights, num_classes, with_adl=True) if cfg.adl is not None else None
     with torch.no_grad():
         for start in range(0, len(ds), batch_size):
             items = [ds[i] for i in range(start, min(len(ds), start + batch_size))]
@@ -158,9 +150,7 @@ def evaluate_split(
                 ((px >= hb[:, 0]) & (px <= hb[:, 2]) & (py >= hb[:, 1]) & (py <= hb[:, 3])).sum()
             )
             if adl_eval is not None:
-                n_drop += int(
-                    (_forward_drop_always(adl_eval, images, ADL, adl_maps).argmax(1) == labels).sum()
-                )
+                n_drop += int((_forward_drop_always(adl_eval, images).argmax(1) == labels).sum())
             if start == 0:
                 keep_cams, keep_boxes = res.cams_gt[:FIGURE_IMAGES].clone(), boxes[:FIGURE_IMAGES]
     metrics = evaluator.compute()
@@ -180,19 +170,17 @@ def evaluate_split(
     }
 
 
-def _forward_drop_always(model, images, adl_cls, adl_maps):
+def _forward_drop_always(model, images):
     """Eval-mode forward with every ADL layer multiplying by its drop mask (the "drop forced on" diagnostic)."""
     import torch
 
-    handles = []
+    from ..adl import ADL, adl_maps
 
-    def hook(module, inputs, output):
-        drop, _ = adl_maps(inputs[0], module.gamma)
-        return inputs[0] * drop
+    def drop(module, inputs, output):
+        mask, _ = adl_maps(inputs[0], module.gamma)
+        return inputs[0] * mask
 
-    for m in model.modules():
-        if isinstance(m, adl_cls):
-            handles.append(m.register_forward_hook(hook))
+    handles = [m.register_forward_hook(drop) for m in model.modules() if isinstance(m, ADL)]
     try:
         with torch.no_grad():
             return model(images)
@@ -353,16 +341,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if len(set(args.seeds)) != len(args.seeds):
-        from ..cli import CliError
+    from ..cli import CliError
+    from ..train import ConfigError
 
+    if len(set(args.seeds)) != len(args.seeds):
         raise CliError(f'--seeds has repeats: {args.seeds}')
-    run_demo(
-        seeds=args.seeds,
-        out=args.out,
-        data_dir=args.data_dir,
-        tiny=args.tiny,
-        device=args.device,
-        split=args.split,
-    )
+    try:
+        run_demo(
+            seeds=args.seeds,
+            out=args.out,
+            data_dir=args.data_dir,
+            tiny=args.tiny,
+            device=args.device,
+            split=args.split,
+        )
+    except ConfigError as err:  # e.g. OUT holds runs of other recipes: resuming them would mix settings
+        raise CliError(f'{err} (use another --out, or delete that run folder)') from None
+    except FileExistsError as err:
+        raise CliError(str(err)) from None
     return 0

@@ -36,28 +36,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument('--aliases', action='store_true', help='only the points that have an alias')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument(
+        '--cam-offset',
+        action='store_true',
+        help='also measure where the reference resize draws the CAM relative to the true receptive-field '
+        'centres of the last feature map (builds the model for real; 5-30 s on a CPU)',
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import timm
+    import torch
 
     from ..points import analyse
     from ..surgery import adl_points
 
-    try:
-        model = timm.create_model(args.model, pretrained=False)
-    except RuntimeError as err:
-        if 'Unknown model' not in str(err):
-            raise
-        close = difflib.get_close_matches(args.model, timm.list_models(), n=5, cutoff=0.6)
-        hint = f' (closest: {", ".join(close)})' if close else ''
-        raise CliError(f'unknown timm model {args.model!r}{hint}') from None
     input_size = tuple(args.input_size) if args.input_size else None
     try:
+        with torch.device('meta'):  # shapes only: no memory, no weight init
+            model = timm.create_model(args.model, pretrained=False)
         points = analyse(model, input_size).candidates()
-    except Exception as err:
-        raise CliError(f'cannot analyse {args.model}: {err}') from None
+    except RuntimeError as err:
+        if 'Unknown model' in str(err):
+            close = difflib.get_close_matches(args.model, timm.list_models(), n=5, cutoff=0.6)
+            hint = f' (closest: {", ".join(close)})' if close else ''
+            raise CliError(f'unknown timm model {args.model!r}{hint}') from None
+        model, points = None, None
+    except Exception:
+        model, points = None, None
+    if points is None:  # an op without a meta kernel: build the model for real
+        model = timm.create_model(args.model, pretrained=False)
+        try:
+            points = analyse(model, input_size).candidates()
+        except Exception as err:
+            raise CliError(f'cannot analyse {args.model}: {err}') from None
     if args.aliases:
         points = [p for p in points if p.alias]
     if args.json:
@@ -81,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
     existing = adl_points(model)
     if existing:
         print(f'\n{args.model} already holds ADL after: {", ".join(existing)}')
+    if args.cam_offset:
+        from ..cam import format_cam_geometry
+
+        real = timm.create_model(args.model, pretrained=False).eval()
+        print(
+            '\n'
+            + format_cam_geometry(real, input_size or real.pretrained_cfg.get('input_size', (3, 224, 224)))
+        )
     return 0
 
 

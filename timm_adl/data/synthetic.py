@@ -5,12 +5,18 @@ covers the whole bird. Every image here has one object made of the same two part
 
 * a **head**: a small disk whose colour is the class (a perfect, easy cue);
 * a **body**: a larger rotated ellipse filled with stripes whose absolute orientation is the class (a
-  weaker cue: harder to learn, and random on a fraction ``p_body_noise`` of the images);
+  weaker cue: harder to learn, lower contrast, and random on half the images by default,
+  ``p_body_noise=0.5``, so the body alone classifies at most ~58 %), with the head at one end;
 
 on a background of smooth colour noise with desaturated distractor shapes (so the head's saturated colour
 is unique, as a bird's head markings are). The ground truth box (and mask) is the whole object, head plus
 body. A CAM network learns the head first and then has no reason to learn the body, so its CAM covers the
-head only: high Top-1 Clas, low localization; the failure ADL targets.
+head only: high Top-1 Clas, low localization; the failure ADL targets. (Measured with the demo's network:
+Top-1 100 %, Top-1 with the head erased ~18 % (chance 17 %), CAM peak on the head for ~80-95 % of images.)
+
+What varies per image: class, head size and hue jitter, body size, orientation, base colour, stripe
+period, phase and contrast, object position, background colours, 3-6 distractors (square, triangle, bar)
+and pixel noise; :class:`SyntheticConfig` holds every range.
 
 Everything is vectorised numpy: a few thousand 96 px images render in seconds. The files follow
 clovaai/wsolevaluation's metadata layout, so ``create_wsol_dataset('wsol-metadata', ...)`` and
