@@ -356,3 +356,11 @@ def test_box_metrics_identical_to_the_opencv_pipeline():
         ra, rb = a.compute(), b.compute()
         for d in (30, 50, 70):
             np.testing.assert_array_equal(ra['curves'][d], rb['curves'][d])
+
+
+def test_centered_on_a_fresh_model_measures_its_geometry():
+    """No cached geometry: compute_cams must probe the model itself, despite its own no_grad forward."""
+    model = timm.create_model('resnet10t', num_classes=3, channels=(8, 16, 32, 64), stem_width=8).eval()
+    res = compute_cams(model, torch.randn(1, 3, 64, 64), torch.tensor([0]), align='centered')
+    assert res.cams_gt.shape == (1, 64, 64)
+    assert float(res.cams_gt.max()) == pytest.approx(1.0)

@@ -533,11 +533,11 @@ def _probe_profile(
         raise _TooSmall(fsize)
     mid = [fsize[0] // 2, fsize[1] // 2]
     picked = []
-    for j in range(x.shape[0]):
-        cell = list(mid)
-        cell[axis] = int(index[j % len(index)])
-        picked.append(feats[j, :, cell[0], cell[1]].sum())
-    with torch.enable_grad():
+    with torch.enable_grad():  # the picks too: a caller's no_grad (e.g. compute_cams) must not cut the graph
+        for j in range(x.shape[0]):
+            cell = list(mid)
+            cell[axis] = int(index[j % len(index)])
+            picked.append(feats[j, :, cell[0], cell[1]].sum())
         (grad,) = torch.autograd.grad(torch.stack(picked).sum(), x)
     prof = grad.detach().abs().double().sum(1).sum(2 - axis)  # (batch, length)
     prof = prof.reshape(inputs, len(index), -1).sum(0)
