@@ -39,10 +39,11 @@ CHILD = textwrap.dedent(
 
 
 def _run_and_maybe_kill(recipe: dict, mode: str) -> None:
-    """Body of a forked child process: train ``recipe``; ``mode`` says where to SIGKILL itself.
+    """Body of a child process: train ``recipe``; ``mode`` says where to SIGKILL itself.
 
-    A fork, not a fresh interpreter: it inherits the imported torch/timm (seconds of start-up each on a
-    busy 2-core machine) and is killed by the kernel exactly like any process.
+    A spawned interpreter, not a fork: a fork of a pytest worker that already ran a backward pass elsewhere
+    (autograd's thread pool started) cannot run backward ("Unable to handle autograd's threading in
+    combination with fork-based multiprocessing"). It is killed by the kernel exactly like any process.
     """
     import timm_adl.train.checkpoint as ck
     import timm_adl.train.engine as engine
@@ -71,8 +72,8 @@ def _run_and_maybe_kill(recipe: dict, mode: str) -> None:
     run_training(load_config(recipe), resume=kind == 'resume', progress=False)
 
 
-def _fork(recipe: dict, mode: str) -> mp.Process:
-    proc = mp.get_context('fork').Process(target=_run_and_maybe_kill, args=(recipe, mode))
+def _start(recipe: dict, mode: str) -> mp.Process:
+    proc = mp.get_context('spawn').Process(target=_run_and_maybe_kill, args=(recipe, mode))
     proc.start()
     return proc
 
@@ -187,9 +188,9 @@ def test_kill_and_resume_is_bit_exact(data_root, tmp_path):
     killed_a = tiny_recipe(data_root, tmp_path / 'a', num_workers=1, **common)
     killed_b = tiny_recipe(data_root, tmp_path / 'b', num_workers=1, **common)
     procs = [
-        _fork(plain, 'plain'),
-        _fork(killed_a, 'kill-after:6'),  # epoch 2, after 2 of its 4 steps
-        _fork(killed_b, 'kill-during:10'),  # epoch 3: state 10 never lands, resume from 8
+        _start(plain, 'plain'),
+        _start(killed_a, 'kill-after:6'),  # epoch 2, after 2 of its 4 steps
+        _start(killed_b, 'kill-during:10'),  # epoch 3: state 10 never lands, resume from 8
     ]
     _join(procs[0])
     for proc in procs[1:]:
@@ -201,7 +202,10 @@ def test_kill_and_resume_is_bit_exact(data_root, tmp_path):
     assert load_state(state_b)['step'] == 8  # the half-written step-10 state is ignored
     assert (tmp_path / 'b' / 'resume' / 'weights-000000010.safetensors').exists()
 
-    resumed = [_fork(dict(killed_a, num_workers=0), 'resume'), _fork(dict(killed_b, num_workers=0), 'resume')]
+    resumed = [
+        _start(dict(killed_a, num_workers=0), 'resume'),
+        _start(dict(killed_b, num_workers=0), 'resume'),
+    ]
     for proc in resumed:
         _join(proc)
     for run in ('a', 'b'):
@@ -226,7 +230,7 @@ def test_torchrun_two_processes_matches_single(data_root, tmp_path):
     single = tiny_recipe(data_root, tmp_path / 'single', **over)
     multi = tiny_recipe(data_root, tmp_path / 'ddp', **over)
     p_multi = _torchrun(tmp_path, multi, nproc=2)
-    p_single = _fork(single, 'plain')  # meanwhile, the 1-process run
+    p_single = _start(single, 'plain')  # meanwhile, the 1-process run
     out, err = p_multi.communicate(timeout=300)
     assert p_multi.returncode == 0, f'torchrun failed:\n{out}\n{err[-3000:]}'
     _join(p_single)
