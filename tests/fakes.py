@@ -206,3 +206,15 @@ def make_fake_imagenet(
     if mapping:
         _write_lines(root / 'LOC_synset_mapping.txt', [f'{s} fake class {i}' for i, s in enumerate(synsets)])
     return {'images': sorted(images, key=lambda d: d['id'])}
+
+
+def box_outline(box, width: int = 2) -> set[tuple[int, int]]:
+    """Pixels (y, x) of a ``width``-px outline drawn inside an inclusive box: where viz draws a box."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    pts = set()
+    for t in range(width):
+        for x in range(x0, x1 + 1):
+            pts |= {(y0 + t, x), (y1 - t, x)}
+        for y in range(y0, y1 + 1):
+            pts |= {(y, x0 + t), (y, x1 - t)}
+    return pts

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from fakes import make_fake_wsol_metadata, write_image
+from fakes import box_outline, make_fake_wsol_metadata, write_image
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -18,17 +18,6 @@ from timm_adl.viz import GT_COLOR, PRED_COLOR
 
 PAD = 4
 IMG = 64  # evaluation resolution of the tests
-
-
-def _outline(box, width=2):
-    x0, y0, x1, y1 = (int(v) for v in box)
-    pts = set()
-    for t in range(width):
-        for x in range(x0, x1 + 1):
-            pts |= {(y0 + t, x), (y1 - t, x)}
-        for y in range(y0, y1 + 1):
-            pts |= {(y, x0 + t), (y, x1 - t)}
-    return pts
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +61,7 @@ def test_cam_command_writes_overlay_with_box(tmp_path, ckpt, capsys):
     with Image.open(out) as im:
         assert im.size == (90, 70)
         arr = np.asarray(im.convert('RGB'))
-    assert all(tuple(arr[y, x]) == PRED_COLOR for y, x in _outline(box))
+    assert all(tuple(arr[y, x]) == PRED_COLOR for y, x in box_outline(box))
     assert re.search(r'class [01] \[top-1\], p=0\.\d+', text)
 
     fig = tmp_path / 'f.png'
@@ -87,7 +76,7 @@ def test_cam_command_writes_overlay_with_box(tmp_path, ckpt, capsys):
     with Image.open(fig) as im:
         assert im.size == (3 * 90 + 2 * PAD, 70)
         third = np.asarray(im.convert('RGB'))[:, 2 * (90 + PAD) :]
-    assert all(tuple(third[y, x]) == PRED_COLOR for y, x in _outline(box))
+    assert all(tuple(third[y, x]) == PRED_COLOR for y, x in box_outline(box))
 
 
 def test_cam_command_errors_are_one_line(tmp_path, ckpt, capsys):
@@ -171,13 +160,13 @@ def test_eval_vis_json_save_cams_and_scoremaps(tmp_path, ckpt, wsol_tree, capsys
             assert im.width == 3 * IMG + 2 * PAD and im.height > IMG  # a title line above
             panel = np.asarray(im.convert('RGB'))[im.height - IMG :, 2 * (IMG + PAD) :]
         est = paper_box(cam, 0.2)
-        assert all(tuple(panel[y, x]) == PRED_COLOR for y, x in _outline(est))
+        assert all(tuple(panel[y, x]) == PRED_COLOR for y, x in box_outline(est))
         red = (panel == GT_COLOR).all(-1)
         for gt in ds[k][2].numpy():
-            edge = _outline(gt)
+            edge = box_outline(gt)
             # every GT outline pixel is red, or green where the estimate is drawn over it
             assert all(tuple(panel[y, x]) in (GT_COLOR, PRED_COLOR) for y, x in edge)
-            assert any(red[y, x] for y, x in edge - _outline(est))
+            assert any(red[y, x] for y, x in edge - box_outline(est))
     with Image.open(vis / 'grid.png') as im:
         assert im.width == 3 * IMG + 2 * PAD and im.height == 3 * IMG + 2 * PAD
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from fakes import box_outline
 from PIL import Image
 
 from timm_adl.viz import (
@@ -20,18 +21,6 @@ from timm_adl.viz import (
 )
 
 PAD = 4  # gap between panels
-
-
-def _outline(box, width=2):
-    """Pixels (y, x) of a width-px outline drawn inside an inclusive box."""
-    x0, y0, x1, y1 = box
-    pts = set()
-    for t in range(width):
-        for x in range(x0, x1 + 1):
-            pts |= {(y0 + t, x), (y1 - t, x)}
-        for y in range(y0, y1 + 1):
-            pts |= {(y, x0 + t), (y, x1 - t)}
-    return pts
 
 
 def test_jet_colormap():
@@ -54,7 +43,7 @@ def test_draw_boxes_pure_colours_and_clipping():
     img = np.full((30, 40, 3), 100, np.uint8)
     out = draw_boxes(img, [[5, 6, 20, 25]], GT_COLOR)
     drawn = {tuple(p) for p in np.argwhere((out == GT_COLOR).all(-1))}
-    assert drawn == _outline((5, 6, 20, 25))
+    assert drawn == box_outline((5, 6, 20, 25))
     assert (img == 100).all()  # input untouched
     # boxes past the border are clipped, not wrapped; an empty list draws nothing
     out = draw_boxes(img, torch.tensor([[-5.0, -5.0, 100.0, 100.0]]), PRED_COLOR, width=1)
@@ -93,9 +82,9 @@ def test_cam_figure_layout_and_boxes():
     assert fig.size == (3 * w + 2 * PAD, h)
     arr = np.asarray(fig)
     third = arr[:, 2 * (w + PAD) :]
-    for y, x in _outline(gt):
+    for y, x in box_outline(gt):
         assert tuple(third[y, x]) == GT_COLOR
-    for y, x in _outline(pred):
+    for y, x in box_outline(pred):
         assert tuple(third[y, x]) == PRED_COLOR
     np.testing.assert_array_equal(arr[:, :w], img)  # panel 1: the image untouched
     np.testing.assert_array_equal(arr[:, w + PAD : 2 * w + PAD], jet(cam))  # panel 2: the heatmap
@@ -118,7 +107,7 @@ def test_cam_grid_models_side_by_side():
         x_off = w + PAD + model * 2 * (w + PAD) + (w + PAD)
         for row in range(n):
             tile = arr[row * (h + PAD) : row * (h + PAD) + h, x_off : x_off + w]
-            assert all(tuple(tile[y, x]) == PRED_COLOR for y, x in _outline(box))
+            assert all(tuple(tile[y, x]) == PRED_COLOR for y, x in box_outline(box))
             assert (tile == GT_COLOR).all(-1).any()
     single = cam_grid(images, cams[0], gt, preds[0], show_heatmap=False)
     assert single.size == (2 * w + PAD, body_h)
