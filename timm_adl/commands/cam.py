@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..cli import CliError
-from .eval import add_model_args, load_model, paper_box, resolve_device
+from .eval import add_model_args, load_model, normalization_flags, paper_box, resolve_device, resolve_input
 
 HELP_EPILOG = """examples:
   timm-adl cam --model resnet50_se_adl --checkpoint out/best.safetensors --image bird.jpg
@@ -34,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         '--threshold', type=float, default=0.2, help='box threshold, fraction of the max (default 0.2)'
     )
-    p.add_argument('--img-size', type=int, help="network input size (default: the model's input size)")
+    p.add_argument(
+        '--img-size',
+        type=int,
+        help="network input size (default: the training input size the checkpoint records, else the model's)",
+    )
     p.add_argument('--align', default='reference', help="CAM resize: 'reference' (default) or 'centered'")
     p.add_argument(
         '--figure', action='store_true', help='write [image | heatmap | overlay] instead of the overlay'
@@ -46,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cam import compute_cams
-    from ..data import load_image, model_mean_std, wsol_eval_transform
+    from ..data import load_image, wsol_eval_transform
     from ..viz import PRED_COLOR, cam_figure, draw_boxes, overlay, save_png, to_uint8_image
 
     if not 0.0 <= args.threshold < 1.0:
         raise CliError(f'--threshold must be in [0, 1), got {args.threshold}')
     if args.align not in ('reference', 'centered'):
         raise CliError(f"--align must be 'reference' or 'centered', got {args.align!r}")
+    flags = normalization_flags(args)
     try:
         photo = load_image(args.image, Path(args.image).name)
     except (FileNotFoundError, OSError) as err:
@@ -63,10 +68,9 @@ def run(args: argparse.Namespace) -> int:
     num_classes = model.get_classifier().weight.shape[0] if hasattr(model, 'get_classifier') else None
     if args.class_index is not None and num_classes is not None and not 0 <= args.class_index < num_classes:
         raise CliError(f'--class {args.class_index} is out of range for a model with {num_classes} classes')
-    mean, std = model_mean_std(model)
-    cfg_size = (model.pretrained_cfg or {}).get('input_size') or (3, 224, 224)
-    img_size = args.img_size or int(cfg_size[-1])
-    x = wsol_eval_transform(img_size, mean=mean, std=std)(photo)[None].to(device)
+    normalization, img_size = resolve_input(args, model, flags)
+    transform = wsol_eval_transform(img_size, mean=normalization['mean'], std=normalization['std'])
+    x = transform(photo)[None].to(device)
     labels = None if args.class_index is None else torch.tensor([args.class_index], device=device)
     try:
         res = compute_cams(model, x, labels, output_size=(photo.height, photo.width), align=args.align)

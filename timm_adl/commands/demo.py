@@ -106,12 +106,12 @@ def evaluate_split(
     from ..cam import compute_cams
     from ..data import create_wsol_dataset
     from ..data.synthetic import render_synthetic
-    from ..data.transforms import model_mean_std
     from ..metrics import WSOLEvaluator
+    from ..train.engine import train_mean_std
 
     num_classes = synth_cfg.num_classes
     model = _trained_model(cfg, weights, num_classes)
-    mean, std = (cfg.data.mean, cfg.data.std) if cfg.data.mean and cfg.data.std else model_mean_std(model)
+    mean, std = train_mean_std(cfg, model)  # exactly what the run trained with
     ds = create_wsol_dataset(
         'wsol-metadata',
         data_root,

@@ -21,6 +21,11 @@ HELP_EPILOG = """examples:
       --metadata-dir metadata/CUB --split test --threshold-from val --vis 16 --json results.json
   timm-adl eval --scoremaps other_tool/scoremaps --data-dir data --dataset wsol-metadata \\
       --metadata-dir metadata/CUB          # score maps saved as <image_id>.npy by another tool
+  timm-adl eval --model resnet50 --checkpoint other_tool.safetensors --data-dir CUB --dataset cub \\
+      --mean 0.5 0.5 0.5 --std 0.25 0.25 0.25   # weights that do not record their training normalisation
+
+Inputs are normalised as the checkpoint was trained (recorded by `timm-adl train` in its weights, or in a
+save_pretrained folder's config.json), else with the model's pretrained_cfg; --mean/--std override both.
 """
 
 # ----------------------------------------------------------------------------------------------------
@@ -47,6 +52,16 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         metavar='KEY=VALUE',
         help='extra timm.create_model kwargs, values in YAML (e.g. layers=[1,1,0,0] stem_width=16), '
         "as a training recipe's model_kwargs",
+    )
+    parser.add_argument(
+        '--mean',
+        nargs='+',
+        metavar='V',
+        help='input normalisation mean, R G B (default: what the checkpoint was trained with, as recorded by '
+        "`timm-adl train` or a save_pretrained folder's config.json, else the model's pretrained_cfg)",
+    )
+    parser.add_argument(
+        '--std', nargs='+', metavar='V', help='input normalisation std, R G B, each > 0 (default: as --mean)'
     )
     parser.add_argument('--device', default=None, help='torch device (default: cuda if available, else cpu)')
 
@@ -168,6 +183,159 @@ def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
     return model.eval(), None
 
 
+def parse_rgb_flag(values: list[str] | None, flag: str, positive: bool = False) -> tuple[float, ...] | None:
+    """``--std 0.25 0.25 0.25`` as floats, or None when not given; a one-line error naming the bad value."""
+    from ..data.transforms import check_mean_std
+
+    if values is None:
+        return None
+    if len(values) != 3:
+        raise CliError(f'{flag} takes 3 values (R G B), got {len(values)}: {" ".join(values)}')
+    try:
+        return check_mean_std(values, flag, positive=positive)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def normalization_flags(args: argparse.Namespace) -> dict[str, tuple[float, ...] | None]:
+    """The checked --mean / --std values (None where not given); checked before any model is built."""
+    return {
+        'mean': parse_rgb_flag(getattr(args, 'mean', None), '--mean'),
+        'std': parse_rgb_flag(getattr(args, 'std', None), '--std', positive=True),
+    }
+
+
+def _note(text: str) -> None:
+    print(f'timm-adl: {text}', file=sys.stderr)
+
+
+def _run_config_record(ckpt: Path, model_name: str | None) -> dict[str, Any] | None:
+    """``mean`` / ``std`` / ``input_size`` of the ``config.yaml`` that `timm-adl train` wrote beside ``ckpt``:
+    runs from before the weights recorded their data config still evaluate as they trained. None when there
+    is no such file or it is another model's."""
+    import yaml
+
+    from ..data.transforms import check_mean_std
+
+    folders = [ckpt.parent] + ([ckpt.parent.parent] if ckpt.parent.name == 'resume' else [])
+    path = next((f / 'config.yaml' for f in folders if (f / 'config.yaml').is_file()), None)
+    if path is None:
+        return None
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        cfg = None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('data'), dict) or not cfg.get('model'):
+        _note(f'warning: {path} beside the checkpoint is not a `timm-adl train` config: ignored')
+        return None
+    if model_name and cfg['model'] != model_name:
+        _note(f'warning: {path} is the config of a {cfg["model"]} run, not {model_name}: ignored')
+        return None
+    data = cfg['data']
+    out: dict[str, Any] = {'file': str(path)}
+    try:
+        if data.get('mean') is not None:
+            out['mean'] = check_mean_std(data['mean'], f'{path}: data.mean')
+        if data.get('std') is not None:
+            out['std'] = check_mean_std(data['std'], f'{path}: data.std', positive=True)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    size = cfg.get('img_size')
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        out['input_size'] = (3, size, size)
+    return out
+
+
+def _rgb(values) -> str:
+    return ' '.join(f'{v:g}' for v in values)
+
+
+def resolve_input(
+    args: argparse.Namespace, model, flags: dict[str, tuple[float, ...] | None]
+) -> tuple[dict[str, Any], int]:
+    """``(normalization, img_size)`` to feed ``model``: the input it was trained on, and where each came from.
+
+    A model is only right on inputs normalised as in training, and recipes may set their own ``data.mean`` /
+    ``data.std``. Each value comes from the first of: the flags (--mean, --std, --img-size); the checkpoint
+    (``source='checkpoint'``: the data config `timm-adl train` records in its weights, or a save_pretrained
+    folder's config.json); the ``config.yaml`` beside an older run's weights (``'run_config'``); the model's
+    pretrained_cfg (``'pretrained_cfg'``). ``normalization`` is ``{'mean', 'std', 'source', 'file'}``, plus
+    ``'sources'`` per value when mean and std come from different places (``source='mixed'``). The choice is
+    printed on stderr.
+    """
+    from ..data import model_mean_std
+    from ..train.checkpoint import read_data_config
+
+    pretrained = model.pretrained_cfg or {}
+    mean, std = model_mean_std(model)
+    default = {'mean': mean, 'std': std, 'input_size': pretrained.get('input_size') or (3, 224, 224)}
+    arch = pretrained.get('architecture') or args.model
+    recorded: dict[str, Any] = {}
+    source, file = 'pretrained_cfg', None
+    ckpt = args.checkpoint
+    if ckpt is not None and Path(ckpt).is_dir():  # save_pretrained folder: its config.json is the record
+        recorded, source, file = default, 'checkpoint', str(Path(ckpt) / 'config.json')
+    elif ckpt is not None:
+        try:
+            meta = read_data_config(ckpt)
+        except ValueError as err:
+            raise CliError(str(err).splitlines()[0]) from None
+        if meta is not None:
+            recorded, source, file = meta, 'checkpoint', ckpt
+        else:
+            run_cfg = _run_config_record(Path(ckpt), args.model)
+            if run_cfg is not None:
+                file = run_cfg.pop('file')
+                recorded, source = run_cfg, 'run_config'
+    values, sources = {}, {}
+    for key in ('mean', 'std'):
+        if flags.get(key) is not None:
+            values[key], sources[key] = flags[key], 'flag'
+        elif key in recorded:
+            values[key], sources[key] = recorded[key], source
+        else:
+            values[key], sources[key] = default[key], 'pretrained_cfg'
+    if args.img_size:
+        img_size, size_source = args.img_size, '--img-size'
+    elif 'input_size' in recorded:
+        img_size, size_source = int(recorded['input_size'][-1]), source
+    else:
+        img_size, size_source = int(default['input_size'][-1]), 'pretrained_cfg'
+    common = sources['mean'] if sources['mean'] == sources['std'] else 'mixed'
+    normalization: dict[str, Any] = {
+        'mean': [float(v) for v in values['mean']],
+        'std': [float(v) for v in values['std']],
+        'source': common,
+        'file': file if source in sources.values() else None,
+    }
+    if common == 'mixed':
+        normalization['sources'] = dict(sources)
+
+    where = {
+        'flag': 'the --mean/--std flags',
+        'checkpoint': f'the checkpoint ({file})',
+        'run_config': f'the run config beside the checkpoint ({file})',
+        'pretrained_cfg': f"{arch}'s pretrained_cfg",
+    }
+    origin = (
+        where[common]
+        if common != 'mixed'
+        else f'mean from {where[sources["mean"]]}, std from {where[sources["std"]]}'
+    )
+    text = f'normalisation mean {_rgb(values["mean"])}, std {_rgb(values["std"])} from {origin}'
+    if size_source == common:
+        text = f'input {img_size} px, {text}'
+    else:
+        text += f'; input {img_size} px from {where.get(size_source, size_source)}'
+    if ckpt is not None and not Path(ckpt).is_dir() and 'pretrained_cfg' in sources.values() and not recorded:
+        text = (
+            f'warning: {ckpt} records no training normalisation (pass --mean/--std if it was trained with '
+            f'values other than the model default): {text}'
+        )
+    _note(text)
+    return normalization, img_size
+
+
 def paper_box(cam, threshold: float):
     """The paper protocol's box of one (H, W) map: largest contour above ``threshold`` * max, as (4,) ints."""
     import numpy as np
@@ -248,7 +416,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument('--gt-box-mode', default='all', help="'all' boxes of an image (default) or the 'first'")
     p.add_argument(
-        '--img-size', type=int, help="evaluation resolution (default: the model's input size, else 224)"
+        '--img-size',
+        type=int,
+        help='evaluation resolution (default: the training input size the checkpoint records, '
+        "else the model's input size, else 224)",
     )
     p.add_argument('--align', default='reference', help="CAM resize: 'reference' (default) or 'centered'")
     p.add_argument('--batch-size', type=int, default=32)
@@ -280,6 +451,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError('give either --scoremaps or a model (--model/--checkpoint), not both')
     if not args.scoremaps and not (args.model or args.checkpoint):
         raise CliError('--model (or --checkpoint) is required, or --scoremaps DIR')
+    if args.scoremaps and (args.mean is not None or args.std is not None):
+        raise CliError('--mean/--std set the input normalisation of a model; --scoremaps evaluates no model')
     if args.scoremaps and not os.path.isdir(args.scoremaps):
         raise CliError(f'--scoremaps folder not found: {args.scoremaps}')
     if not 0.0 <= args.cam_threshold < 1.0:
@@ -515,17 +688,16 @@ def _fmt(v: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from ..data import model_mean_std
+    flags = normalization_flags(args)
 
-    model, device = None, None
+    model, device, normalization = None, None, None
     if not args.scoremaps:
         model, _ = load_model(args)
         device = resolve_device(args.device)
         model = model.to(device)
-        mean, std = model_mean_std(model)
-        cfg_size = (model.pretrained_cfg or {}).get('input_size') or (3, 224, 224)
-        img_size = args.img_size or int(cfg_size[-1])
-    else:
+        normalization, img_size = resolve_input(args, model, flags)
+        mean, std = tuple(normalization['mean']), tuple(normalization['std'])
+    else:  # score maps: the images are only drawn (--vis), normalised and back
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -548,6 +720,7 @@ def run(args: argparse.Namespace) -> int:
         'split': args.split,
         'num_images': n_images,
         'img_size': img_size,
+        'normalization': normalization,
         'align': args.align,
         'cam_threshold': args.cam_threshold,
         'cam_curve_interval': args.cam_curve_interval,

@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hub import CorruptCheckpointError, push_to_hub, save_pretrained
     from ..train import config_to_dict
+    from ..train.checkpoint import read_data_config
 
     if args.overwrite and not args.dry_run:
         raise CliError('--overwrite only applies to --dry-run FOLDER')
@@ -211,6 +212,11 @@ def run(args: argparse.Namespace) -> int:
             heatmaps=args.heatmaps,
             license=args.license,
         )
+        # The input the run trained on, recorded in its weights: config.json's pretrained_cfg gets it, so
+        # hub-loaded models normalise as in training even without a recipe.
+        recorded = read_data_config(weights_path)
+        if recorded is not None:
+            kwargs['data_config'] = {k: recorded[k] for k in ('input_size', 'mean', 'std') if k in recorded}
         recipe = config_to_dict(cfg) if cfg is not None else None
         if args.dry_run:
             folder = save_pretrained(

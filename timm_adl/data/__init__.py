@@ -19,7 +19,7 @@ from .dataset import WSOLDataset, load_image
 from .imagenet import ImageNetBoxDataset
 from .masks import load_masks
 from .records import GT_BOX_MODES, WSOLDataError, WSOLRecord, check_choice
-from .transforms import model_mean_std, scale_boxes, wsol_eval_transform, wsol_train_transform
+from .transforms import check_mean_std, model_mean_std, scale_boxes, wsol_eval_transform, wsol_train_transform
 from .wsol_metadata import SPLIT_ALIASES, WSOLMetadataDataset
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     'WSOLDataset',
     'WSOLMetadataDataset',
     'WSOLRecord',
+    'check_mean_std',
     'create_wsol_dataset',
     'create_wsol_loader',
     'load_image',

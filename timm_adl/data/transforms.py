@@ -7,7 +7,9 @@ input by scaling its coordinates alone; training uses the references' ``Resize((
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_model_data_config
@@ -16,6 +18,7 @@ from torch import nn
 from torchvision import transforms as T
 
 __all__ = [
+    'check_mean_std',
     'model_mean_std',
     'scale_boxes',
     'to_hw',
@@ -102,6 +105,28 @@ def scale_boxes(
         for x0, y0, x1, y1 in boxes
     ]
     return torch.tensor(scaled, dtype=torch.float32).reshape(-1, 4)
+
+
+def check_mean_std(values: Any, name: str, positive: bool = False) -> tuple[float, float, float]:
+    """Three finite RGB numbers (``positive`` for a std, which is divided by) as a float tuple.
+
+    One check for every place a normalisation comes from (flags, checkpoint metadata, run configs), so a
+    bad value is reported with its name wherever it was written. Raises ``ValueError``.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
+        raise ValueError(f'{name} needs 3 values (R G B), got {values!r}')
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f'{name}: {v!r} is not a number (expected 3 numbers R G B)') from None
+        if isinstance(v, bool) or not math.isfinite(f):
+            raise ValueError(f'{name}: {v!r} is not a finite number (expected 3 numbers R G B)')
+        if positive and f <= 0:
+            raise ValueError(f'{name}: {v!r} must be > 0 (a std divides the input)')
+        out.append(f)
+    return out[0], out[1], out[2]
 
 
 def model_mean_std(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

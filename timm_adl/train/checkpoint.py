@@ -8,11 +8,16 @@ Layout of an output directory:
   first, each file atomically (temp file in the same directory, then ``os.replace``), and older pairs are
   deleted only afterwards, so a kill at any moment leaves at least one complete pair; resume takes the
   newest *complete* pair.
+
+Every weights file carries, in its safetensors metadata, the input the run trained on (``data_config``: JSON
+``{"input_size": [3, H, W], "mean": [...], "std": [...]}``), so ``timm-adl eval`` / ``cam`` / ``push`` use
+the recipe's normalisation rather than the model's ImageNet default (:func:`read_data_config`).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -24,15 +29,19 @@ import torch
 from safetensors.torch import load_file, save
 
 __all__ = [
+    'DATA_CONFIG_KEY',
     'atomic_write_bytes',
+    'data_config_metadata',
     'latest_resume_point',
     'load_state',
     'load_weights',
+    'read_data_config',
     'save_resume_point',
     'save_weights',
 ]
 
 _RESUME_RE = re.compile(r'^state-(\d{9})\.pt$')
+DATA_CONFIG_KEY = 'data_config'  # safetensors metadata key of the training input (a timm data config subset)
 
 
 def _umask_mode() -> int:
@@ -88,6 +97,51 @@ def save_weights(
     atomic_write_bytes(Path(path), save(tensors, metadata={'format': 'pt', **(metadata or {})}))
 
 
+def data_config_metadata(mean, std, img_size: int) -> dict[str, str]:
+    """Safetensors metadata recording the input a run trained on: evaluation must normalise the same way."""
+    record = {
+        'input_size': [3, int(img_size), int(img_size)],
+        'mean': [float(v) for v in mean],
+        'std': [float(v) for v in std],
+    }
+    return {DATA_CONFIG_KEY: json.dumps(record)}
+
+
+def read_data_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """``{'mean', 'std'[, 'input_size']}`` recorded in a weights file by the trainer, or None when it has no
+    record (a checkpoint from an older timm-adl or another tool). Raises ``ValueError`` for a malformed one,
+    rather than silently evaluating with other numbers."""
+    from safetensors import safe_open
+
+    from ..data.transforms import check_mean_std
+
+    with safe_open(str(path), framework='pt') as f:
+        raw = (f.metadata() or {}).get(DATA_CONFIG_KEY)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise ValueError(f'{path}: metadata {DATA_CONFIG_KEY!r} is not a JSON object: {raw[:80]!r}')
+    where = f'{path}: metadata {DATA_CONFIG_KEY}'
+    out: dict[str, Any] = {
+        'mean': check_mean_std(record.get('mean'), f'{where} mean'),
+        'std': check_mean_std(record.get('std'), f'{where} std', positive=True),
+    }
+    size = record.get('input_size')
+    if size is not None:
+        if (
+            not isinstance(size, list)
+            or len(size) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
+            raise ValueError(f'{where} input_size must be 3 positive integers [C, H, W], got {size!r}')
+        out['input_size'] = tuple(size)
+    return out
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix != '.safetensors':
@@ -103,10 +157,17 @@ def _state_bytes(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def save_resume_point(resume_dir: Path, step: int, state_dict: dict[str, torch.Tensor], state: dict) -> None:
-    """Write the weights + state pair for ``step``, then drop older pairs."""
+def save_resume_point(
+    resume_dir: Path,
+    step: int,
+    state_dict: dict[str, torch.Tensor],
+    state: dict,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write the weights + state pair for ``step`` (``metadata`` added to the weights'), then drop older pairs."""
     resume_dir = Path(resume_dir)
-    save_weights(state_dict, resume_dir / f'weights-{step:09d}.safetensors', {'step': str(step)})
+    weights = resume_dir / f'weights-{step:09d}.safetensors'
+    save_weights(state_dict, weights, {**(metadata or {}), 'step': str(step)})
     atomic_write_bytes(resume_dir / f'state-{step:09d}.pt', _state_bytes(state))
     for p in resume_dir.iterdir():
         m = re.match(r'^(?:state|weights)-(\d{9})\.', p.name)

@@ -410,6 +410,10 @@ def check_values(cfg: TrainConfig) -> None:
         value = getattr(cfg.data, key)
         if value is not None and len(value) != 3:
             raise ConfigError(f'config key {"data." + key!r} needs 3 values (RGB), got {value}')
+    if cfg.data.std is not None and any(v <= 0 for v in cfg.data.std):
+        raise ConfigError(
+            f"config key 'data.std' must hold values > 0 (it divides the input), got {cfg.data.std}"
+        )
     if cfg.amp != 'none' and cfg.device == 'cpu':
         raise ConfigError(f'amp={cfg.amp} needs a GPU; use amp=none with device=cpu')
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import (
     atomic_copy,
     atomic_write_bytes,
+    data_config_metadata,
     latest_resume_point,
     load_state,
     load_weights,
@@ -41,7 +42,7 @@ from .distributed import (
 from .optim import build_optimizer, head_param_names, lr_factor, set_lr
 from .preflight import preflight, resolve_device
 
-__all__ = ['run_training']
+__all__ = ['run_training', 'train_mean_std']
 
 STATE_VERSION = 1
 # Scalar metrics written to the log and the summary (WSOLEvaluator.compute() also returns curves).
@@ -136,6 +137,15 @@ def build_model(cfg: TrainConfig, num_classes: int | None, info: DistInfo) -> tu
                 per_sample=cfg.adl.per_sample,
             )
     return model, new_params
+
+
+def train_mean_std(cfg: TrainConfig, model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation a recipe trains with: its ``data.mean`` / ``data.std``, each null one the model's
+    pretrained_cfg value (one function, so evaluation code cannot resolve it differently)."""
+    from ..data.transforms import model_mean_std
+
+    mean, std = model_mean_std(model)
+    return tuple(cfg.data.mean or mean), tuple(cfg.data.std or std)
 
 
 def _train_transform(cfg: TrainConfig, mean, std):
@@ -298,7 +308,6 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     from tqdm import tqdm
 
     from ..data import wsol_collate
-    from ..data.transforms import model_mean_std
 
     out = Path(cfg.output_dir)
     resume_dir = out / 'resume'
@@ -319,9 +328,9 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
 
     # Model first (its pretrained cfg gives the normalisation), then the data, then the class count.
     model, new_params = build_model(cfg, cfg.num_classes, info)
-    mean, std = model_mean_std(model)
-    mean = tuple(cfg.data.mean) if cfg.data.mean else mean
-    std = tuple(cfg.data.std) if cfg.data.std else std
+    mean, std = train_mean_std(cfg, model)
+    # Recorded in every weights file: evaluation reads it instead of guessing from the model name.
+    data_meta = data_config_metadata(mean, std, cfg.img_size)
     train_ds, val_ds = build_datasets(cfg, mean, std)
     if cfg.num_classes is None and train_ds.num_classes != model.num_classes:
         torch.manual_seed(cfg.seed)
@@ -411,7 +420,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
                 'scaler': scaler.state_dict() if scaler.is_enabled() else None,
                 'rng': rngs,
             }
-            save_resume_point(resume_dir, state['step'], model.state_dict(), payload)
+            save_resume_point(resume_dir, state['step'], model.state_dict(), payload, data_meta)
             if epoch_done:
                 atomic_copy(resume_dir / f'weights-{state["step"]:09d}.safetensors', out / 'last.safetensors')
         if info.enabled:
@@ -503,7 +512,9 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
                         'epoch': epoch + 1,
                         'metrics': {k: record[k] for k in METRIC_KEYS if k in record},
                     }
-                    save_weights(model.state_dict(), out / 'best.safetensors', {'epoch': str(epoch + 1)})
+                    save_weights(
+                        model.state_dict(), out / 'best.safetensors', {**data_meta, 'epoch': str(epoch + 1)}
+                    )
         state['history'].append(record)
         state['epoch'] += 1
         state['step_in_epoch'] = 0
