@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from timm_adl.metrics import BoxEvaluator, WSOLEvaluator, extract_boxes
+from timm_adl.metrics import boxes as boxes_module
 
 THRESHOLDS = np.arange(0, 1, 0.01)
 
@@ -194,3 +195,71 @@ def test_fine_threshold_grid_of_the_reference_config():
             ours = extract_boxes(m, thresholds, multi_contour=multi)
             ref = reference_boxes(m, thresholds, multi)
             assert [sorted(a.tolist()) for a in ours] == [sorted(b.tolist()) for b in ref]
+
+
+def _no_opencv_fallback(monkeypatch):
+    """Make any use of OpenCV in the largest-contour path fail: the sweep must decide on its own."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the largest contour was left to OpenCV')
+
+    monkeypatch.setattr(boxes_module, '_unique_largest', refuse)
+    monkeypatch.setattr(boxes_module, 'contour_boxes', refuse)
+
+
+@pytest.mark.parametrize('ratio', [0.8, 0.95])
+def test_near_equal_blobs_are_settled_by_exact_areas(monkeypatch, ratio):
+    # two discs whose areas differ by a few percent (never equal: a tie is OpenCV's to break, by its
+    # contour order): box bounds cannot order them, polygon areas can
+    yy, xx = np.mgrid[0:64, 0:96]
+    m = np.maximum(
+        np.clip(1 - np.hypot(xx - 24, yy - 30) / 14, 0, 1),
+        0.9 * np.clip(1 - np.hypot(xx - 70, yy - 34) / (14 * ratio**0.5), 0, 1),
+    )
+    ref = reference_boxes(m, THRESHOLDS, False)
+    _no_opencv_fallback(monkeypatch)
+    ours = extract_boxes(m, THRESHOLDS, multi_contour=False)
+    assert [a.tolist() for a in ours] == [b.tolist() for b in ref]
+
+
+def test_a_hole_is_counted_in_its_component_area():
+    # a ring of outer area larger than a solid square beside it, but with fewer pixels: the ring's
+    # contour encloses its hole, so it wins; counting the ring's own pixels only would pick the square
+    m = np.zeros((30, 60))
+    m[3:27, 3:27] = 1.0
+    m[5:25, 5:25] = 0.0  # ring: outer polygon 23 x 23 = 529, pixels 576 - 400 = 176
+    m[5:20, 35:50] = 1.0  # square: polygon 14 x 14 = 196, pixels 225
+    for multi in (False, True):
+        ours = extract_boxes(m, [0.5], multi_contour=multi)[0]
+        ref = reference_boxes(m, [0.5], multi)[0]
+        assert sorted(ours.tolist()) == sorted(ref.tolist())
+    assert ours.tolist() != [[35, 5, 50, 20]]
+    assert extract_boxes(m, [0.5])[0].tolist() == [[3, 3, 27, 27]]
+
+
+@pytest.mark.parametrize('multi_contour', [False, True])
+def test_threads_give_the_same_numbers(multi_contour):
+    rng = np.random.default_rng(13)
+    maps = np.stack([_blobs(rng, 64) if i % 2 else _upsampled(rng, 7, 64) for i in range(40)])
+    gt = [np.array([[10, 12, 40, 50]]) for _ in maps]
+    one = BoxEvaluator(multi_contour=multi_contour, num_threads=1)
+    many = BoxEvaluator(multi_contour=multi_contour, num_threads=3)
+    for ev in (one, many):
+        ev.update(maps, gt)
+    for d in (30, 50, 70):
+        assert np.array_equal(one.compute()['curves'][d], many.compute()['curves'][d])
+    wsol = [WSOLEvaluator(num_threads=t) for t in (1, 3)]
+    logits = np.eye(4)[rng.integers(0, 4, len(maps))]
+    for ev in wsol:
+        ev.update(maps, None, gt, logits, logits.argmax(1))
+    a, b = (ev.compute() for ev in wsol)
+    assert a['max_box_acc'] == b['max_box_acc'] and a['max_box_acc_v2'] == b['max_box_acc_v2']
+    assert a['gt_known_loc'] == b['gt_known_loc']
+
+
+@pytest.mark.parametrize('bad', [0, -1, 1.5, True, '2'])
+def test_num_threads_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match='num_threads'):
+        BoxEvaluator(num_threads=bad)
+    with pytest.raises(ValueError, match='num_threads'):
+        WSOLEvaluator(num_threads=bad)

@@ -13,7 +13,10 @@ a pixel of value ``v`` has *level* ``L = #{t_j < v}`` and is kept at query ``j``
 a 257-bin counting sort, so a sweep is linear in the pixels plus the components it reports. The loops are
 compiled with numba (``cache=True``: compiled once, then loaded from ``__pycache__``); in array code
 the same union-find is several times slower.
-Nothing is approximate: the tests compare the boxes with OpenCV's on many maps.
+For the largest-contour variant the sweep also picks, among several components, the one whose outer
+contour has the largest polygon area (:func:`_pick_largest`), from bounds or from areas read off the
+runs, so OpenCV is left only the rare ties. Nothing is approximate: the tests compare the boxes with
+OpenCV's on many maps.
 """
 
 from __future__ import annotations
@@ -92,26 +95,28 @@ def sweep(
             holes: components of ``level <= j`` (4-connected) that touch no image border.
 
     Returns:
-        ``query`` (C,) int64, non-decreasing, inclusive ``x0 y0 x1 y1`` (C,) int32 extents, and (Q,) the
-        number of 2x2 pixel quads all kept at each query (with ``want_quads``, foreground only; else zeros).
+        ``query`` (C,) int64, non-decreasing, inclusive ``x0 y0 x1 y1`` (C,) int32 extents, (Q,) the
+        number of 2x2 pixel quads all kept at each query (with ``want_quads``, foreground only; else
+        zeros), and, with ``want_quads``, (Q,) whether the component of largest contour area was found
+        among several (:func:`_pick_largest`) and (Q, 4) its extents.
     """
     n, h, w = q.shape
     size = h * w
     big = 1 << 30
-    cur = np.empty((h, w), dtype=np.int32)
-    m3 = np.empty((h, w), dtype=np.int32)
-    vpk = np.empty((h, w), dtype=np.int32)
-    vpy = np.empty((h, w), dtype=np.int32)
-    cpk = np.empty(w, dtype=np.int32)
-    cpy = np.empty(w, dtype=np.int32)
-    cfall = np.empty(w, dtype=np.int32)
-    lut = np.empty(256, dtype=np.int32)
+    cur = np.empty((h, w), dtype=np.int16)
+    m3 = np.empty((h, w), dtype=np.int16)
+    vpy = np.empty((h, w), dtype=np.int16)
+    cpk = np.empty(w, dtype=np.int16)
+    cpy = np.empty(w, dtype=np.int16)
+    cfall = np.empty(w, dtype=np.int16)
+    lut = np.empty(256, dtype=np.int16)
     rid = np.empty((h, w), dtype=np.int32)  # row run of each pixel
     row_first = np.empty(h + 1, dtype=np.int32)  # first row run of each row
     rs = np.empty(size + 1, dtype=np.int32)  # row runs: first and last column, row, peak level
     re = np.empty(size + 1, dtype=np.int32)
     ry = np.empty(size + 1, dtype=np.int32)
     rpv = np.empty(size + 1, dtype=np.int32)
+    rpx = np.empty(size + 1, dtype=np.int32)  # the first column of a run's peak
     cx = np.empty(size, dtype=np.int32)  # column runs: column, peak level, row run of the peak
     cv = np.empty(size, dtype=np.int32)
     crun = np.empty(size, dtype=np.int32)
@@ -141,15 +146,22 @@ def sweep(
     oy1 = np.empty(cap, dtype=np.int32)
     cnt = 0
     quads = np.zeros(int(offset[n]), dtype=np.int64)
+    decided = np.zeros(int(offset[n]), dtype=np.bool_)  # queries of several components: largest found
+    wbox = np.zeros((int(offset[n]), 4), dtype=np.int32)
+    area2 = np.zeros(size + 1, dtype=np.int64)  # per root: twice the polygon area, intervals, pairs
+    n_int = np.zeros(size + 1, dtype=np.int64)
+    n_adj = np.zeros(size + 1, dtype=np.int64)
+    ia = np.empty(2 * (w + 1), dtype=np.int32)  # maximal kept intervals of two consecutive rows
+    ib = np.empty(2 * (w + 1), dtype=np.int32)
+    ir = np.empty(2 * (w + 1), dtype=np.int32)
     qhist = np.zeros((4, 258), dtype=np.int64)
-    colmin = np.empty(w, dtype=np.int32)
-    qmin = np.empty(w, dtype=np.int32)
+    colmin = np.empty(w, dtype=np.int16)
+    qmin = np.empty(w, dtype=np.int16)
     for m in range(n):
         km = int(k[m])
         for i in range(256):
             lut[i] = luts[m, i] if foreground else km - luts[m, i]
-        # row runs (rise, then fall) and the passes between consecutive runs of a row; the levels, and
-        # the best of each pixel and its row neighbours (a pixel's neighbours below, for 8-connectivity)
+        # the levels, row runs (rise, then fall) and the passes between consecutive runs of a row
         nr = 0
         ne = 0
         for y in range(h):
@@ -158,32 +170,33 @@ def sweep(
             rs[nr] = 0
             ry[nr] = y
             pk = lut[q[m, y, 0]]
+            px = 0
             cur[y, 0] = pk
             falling = False
             rid[y, 0] = nr
             prev = pk
-            pprev = pk
             for x in range(1, w):
                 a = lut[q[m, y, x]]
                 cur[y, x] = a
-                m3[y, x - 1] = max(max(pprev, prev), a)
                 d = a - prev
                 if (d > 0) & falling:  # a valley: a new run starts here
                     re[nr] = x - 1
                     rpv[nr] = pk
+                    rpx[nr] = px
                     nr += 1
                     rs[nr] = x
                     ry[nr] = y
                     pk = a
+                    px = x
                     falling = False
                 falling = falling | (d < 0)
+                px = x if a > pk else px
                 pk = max(pk, a)
                 rid[y, x] = nr
-                pprev = prev
                 prev = a
-            m3[y, w - 1] = max(pprev, prev)
             re[nr] = w - 1
             rpv[nr] = pk
+            rpx[nr] = px
             nr += 1
             for r in range(r0, nr - 1):
                 v = min(cur[y, re[r]], cur[y, rs[r + 1]])
@@ -204,18 +217,17 @@ def sweep(
             for x in range(w):
                 a = cur[y, x]
                 d = a - cur[y - 1, x]
-                valley = np.int32(d > 0) & cfall[x]
-                vpk[y, x] = cpk[x]
+                valley = np.int16(d > 0) & cfall[x]
                 vpy[y, x] = cpy[x] if valley else -1
                 pk0 = -1 if valley else cpk[x]
                 cpy[x] = y if a > pk0 else cpy[x]
                 cpk[x] = max(pk0, a)
-                cfall[x] = (cfall[x] & (1 - valley)) | np.int32(d < 0)
+                cfall[x] = (cfall[x] & (1 - valley)) | np.int16(d < 0)
         for y in range(1, h):
             for x in range(w):
                 if vpy[y, x] >= 0:
                     cx[nc] = x
-                    cv[nc] = vpk[y, x]
+                    cv[nc] = cur[vpy[y, x], x]
                     crun[nc] = rid[vpy[y, x], x]
                     nc += 1
         for x in range(w):
@@ -223,7 +235,12 @@ def sweep(
             cv[nc] = cpk[x]
             crun[nc] = rid[cpy[x], x]
             nc += 1
-        if foreground:  # the best neighbour in the row, within the run: not across runs
+        if foreground:  # the best of each pixel and its row neighbours, then within its run only
+            for y in range(h):
+                m3[y, 0] = max(cur[y, 0], cur[y, min(1, w - 1)])
+                m3[y, w - 1] = max(cur[y, w - 1], cur[y, max(w - 2, 0)])
+                for x in range(1, w - 1):
+                    m3[y, x] = max(max(cur[y, x - 1], cur[y, x]), cur[y, x + 1])
             for y in range(h):
                 for r in range(row_first[y], row_first[y + 1] - 1):
                     b = re[r]  # the last pixel of a run and the first of the next
@@ -365,9 +382,152 @@ def sweep(
                 oy1[cnt] = by1[r]
                 cnt += 1
             n_act = kept
+            if want_quads and kept > 1:
+                win = _pick_largest(
+                    cur, v, int(quads[qid]), active, kept, parent, bx0, by0, bx1, by1, h, w,
+                    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir,
+                )  # fmt: skip
+                if win >= 0:
+                    decided[qid] = True
+                    wbox[qid, 0] = bx0[win]
+                    wbox[qid, 1] = by0[win]
+                    wbox[qid, 2] = bx1[win]
+                    wbox[qid, 3] = by1[win]
         if foreground and cnt > seg + 1:  # emitted from the top query down: reverse the query groups
             _reverse_groups(oq, ox0, oy0, ox1, oy1, seg, cnt)
-    return oq[:cnt], ox0[:cnt], oy0[:cnt], ox1[:cnt], oy1[:cnt], quads
+    return oq[:cnt], ox0[:cnt], oy0[:cnt], ox1[:cnt], oy1[:cnt], quads, decided, wbox
+
+
+@numba.njit(cache=True, nogil=True, inline='always')
+def _kept_interval(cur: np.ndarray, y: int, start: int, peak: int, end: int, v: int) -> tuple[int, int]:
+    """The columns of a run of row ``y`` (rising to ``peak``, then falling) whose level is at least ``v``."""
+    lo, hi = start, peak
+    while lo < hi:  # the first column of the rising part at v or above
+        mid = (lo + hi) >> 1
+        if cur[y, mid] >= v:
+            hi = mid
+        else:
+            lo = mid + 1
+    first = lo
+    lo, hi = peak, end
+    while lo < hi:  # the last column of the falling part at v or above
+        mid = (lo + hi + 1) >> 1
+        if cur[y, mid] >= v:
+            lo = mid
+        else:
+            hi = mid - 1
+    return first, lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _areas(cur, v, y0, y1, w, row_first, rs, re, rpx, rpv, parent, area2, n_int, n_adj, ia, ib, ir) -> None:
+    """Per component kept at level ``v``: twice its polygon area, its row intervals and their contacts.
+
+    OpenCV's outer contour runs through the centres of a component's border pixels; without holes
+    it encloses every 2x2 quad of its pixels and half of every quad of three, so between two rows the
+    area of two overlapping maximal intervals ``[a, b]``, ``[a', b']`` is ``(min(b, b') - max(a, a')``
+    full quads plus a half quad at each end where they differ. A hole would add its own area, so the
+    Euler number, intervals less 8-adjacent pairs of intervals of consecutive rows, tells whether
+    the area is exact (1: no hole) or a lower bound. Only rows ``y0..y1`` are read: the figures are
+    complete for the components within them.
+    """
+    half = w + 1
+    prev_n = 0
+    for y in range(y0, y1 + 1):
+        base = (y & 1) * half
+        n = 0
+        last = -2
+        for r in range(row_first[y], row_first[y + 1]):
+            if rpv[r] < v:
+                continue
+            a = rs[r]
+            b = re[r]
+            if cur[y, a] < v or cur[y, b] < v:  # not kept whole
+                a, b = _kept_interval(cur, y, a, rpx[r], b, v)
+            if last == r - 1 and ib[base + n - 1] + 1 == a:  # touches the run before: one interval
+                ib[base + n - 1] = b
+            else:
+                ia[base + n] = a
+                ib[base + n] = b
+                ir[base + n] = _find(parent, r)
+                n_int[ir[base + n]] += 1
+                n += 1
+            last = r
+        if y > y0:
+            pbase = half - base
+            i = 0
+            j = 0
+            while i < prev_n and j < n:
+                pa, pb, ca, cb = ia[pbase + i], ib[pbase + i], ia[base + j], ib[base + j]
+                if ca <= pb + 1 and pa <= cb + 1:  # 8-adjacent: the same component
+                    root = ir[base + j]
+                    n_adj[root] += 1
+                    lo = max(pa, ca)
+                    hi = min(pb, cb)
+                    if lo <= hi:
+                        area2[root] += 2 * (hi - lo) + (pa != ca) + (pb != cb)
+                if pb < cb:
+                    i += 1
+                else:
+                    j += 1
+        prev_n = n
+
+
+@numba.njit(cache=True, nogil=True)
+def _pick_largest(
+    cur, v, quads, active, kept, parent, bx0, by0, bx1, by1, h, w,
+    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir,
+) -> int:  # fmt: skip
+    """The live root whose outer contour has the largest polygon area, or -1 when it takes OpenCV.
+
+    First with bounds that cost nothing (the leader by box area wins when the quads all kept, less
+    the other boxes, still exceed every other box); then with the areas of :func:`_areas`. A tie, or
+    a hole that leaves the order open, is left to OpenCV (its contour order breaks ties).
+    """
+    total = 0
+    best = -1
+    second = -1
+    top = -1
+    for t in range(kept):
+        r = active[t]
+        ub = (bx1[r] - bx0[r]) * (by1[r] - by0[r])
+        total += ub
+        if ub > best:
+            second = best
+            best = ub
+            top = r
+        elif ub > second:
+            second = ub
+    lower = quads - (total - best)
+    if lower > second:
+        return top
+    # the candidates: components whose box can hold the leader's lower bound; the rows they span are
+    # read, and the figures of every component within those rows are complete
+    y0 = h
+    y1 = -1
+    for t in range(kept):
+        r = active[t]
+        area2[r] = 0
+        n_int[r] = 0
+        n_adj[r] = 0
+        if (bx1[r] - bx0[r]) * (by1[r] - by0[r]) >= lower:
+            y0 = min(y0, by0[r])
+            y1 = max(y1, by1[r])
+    _areas(cur, v, y0, y1, w, row_first, rs, re, rpx, rpv, parent, area2, n_int, n_adj, ia, ib, ir)
+    top = -1
+    for t in range(kept):  # the largest lower bound: exact without a hole, the pixels' area with one
+        r = active[t]
+        if by0[r] >= y0 and by1[r] <= y1 and (top < 0 or area2[r] > area2[top]):
+            top = r
+    for t in range(kept):
+        r = active[t]
+        if r == top:
+            continue
+        exact = by0[r] >= y0 and by1[r] <= y1 and n_int[r] - n_adj[r] == 1
+        upper = area2[r] if exact else 2 * (bx1[r] - bx0[r]) * (by1[r] - by0[r])
+        if upper >= area2[top]:
+            return -1
+    return top
 
 
 @numba.njit(cache=True, nogil=True)
@@ -392,3 +552,29 @@ def _reverse_groups(oq, ox0, oy0, ox1, oy1, lo: int, hi: int) -> None:
             oy1[out] = t3[i]
             out += 1
         end = begin
+
+
+@numba.njit(cache=True, nogil=True)
+def best_overlap(
+    query: np.ndarray, boxes: np.ndarray, map_of_query: np.ndarray, gt: np.ndarray, gt_start: np.ndarray, out
+) -> None:
+    """``out[q] = max(out[q], best IoU of each box of query q with its map's boxes in gt)``.
+
+    Boxes are inclusive int64 ``x0 y0 x1 y1``; ``gt[gt_start[m]:gt_start[m + 1]]`` are map m's. The IoU is
+    the reference's: ``inter / union`` in float64, 0 where the union is not positive.
+    """
+    for i in range(query.size):
+        qi = query[i]
+        m = map_of_query[qi]
+        ax0, ay0, ax1, ay1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        area_a = (ax1 - ax0 + 1) * (ay1 - ay0 + 1)
+        best = out[qi]
+        for g in range(gt_start[m], gt_start[m + 1]):
+            bx0, by0, bx1, by1 = gt[g, 0], gt[g, 1], gt[g, 2], gt[g, 3]
+            iw = max(0, min(ax1, bx1) - max(ax0, bx0) + 1)
+            ih = max(0, min(ay1, by1) - max(ay0, by0) + 1)
+            inter = iw * ih
+            den = area_a + (bx1 - bx0 + 1) * (by1 - by0 + 1) - inter
+            iou = inter / den if den > 0 else 0.0
+            best = max(best, iou)
+        out[qi] = best

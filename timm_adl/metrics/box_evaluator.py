@@ -6,7 +6,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .boxes import as_scoremaps, batch_boxes, best_iou, check_gt_boxes, check_thresholds, chunk_size
+from .boxes import (
+    as_scoremaps,
+    batch_boxes,
+    best_iou,
+    check_gt_boxes,
+    check_num_threads,
+    check_thresholds,
+    map_chunks,
+)
 
 
 def check_iou_thresholds(iou_thresholds: Iterable[float]) -> tuple:
@@ -41,6 +49,7 @@ class BoxEvaluator:
             the largest contour's box only.
         gt_box_mode: ``'all'`` ground-truth boxes of an image count (default), or only the ``'first'``
             (the convention of the ADL paper's ImageNet numbers).
+        num_threads: threads that extract boxes from a batch (``None``: every core; 1: this thread).
 
     Example::
 
@@ -55,8 +64,10 @@ class BoxEvaluator:
         iou_thresholds: Sequence[float] = (30, 50, 70),
         multi_contour: bool = False,
         gt_box_mode: str = 'all',
+        num_threads: int | None = None,
     ):
         self.cam_thresholds = check_thresholds(cam_thresholds)
+        self.num_threads = check_num_threads(num_threads)
         self.iou_thresholds = check_iou_thresholds(iou_thresholds)
         self.multi_contour = bool(multi_contour)
         check_gt_boxes([], 0, gt_box_mode)
@@ -79,15 +90,14 @@ class BoxEvaluator:
 
     def _ious(self, maps: np.ndarray, gt: list[np.ndarray]) -> np.ndarray:
         """(N, T) best IoU of each map at each CAM threshold."""
-        out = np.zeros((maps.shape[0], len(self.cam_thresholds)))
-        chunk = chunk_size(maps)
-        for i in range(0, maps.shape[0], chunk):  # a few maps at a time: the work arrays stay in cache
-            res = batch_boxes(
-                maps[i : i + chunk], self.cam_thresholds, self.multi_contour, not self.multi_contour
-            )
-            per_query = best_iou(res, gt[i : i + chunk])['multi' if self.multi_contour else 'largest']
-            out[i : i + chunk] = per_query[res['levels'].query]
-        return out
+
+        def chunk(a: int, b: int) -> np.ndarray:
+            res = batch_boxes(maps[a:b], self.cam_thresholds, self.multi_contour, not self.multi_contour)
+            per_query = best_iou(res, gt[a:b])['multi' if self.multi_contour else 'largest']
+            return per_query[res['levels'].query]
+
+        parts = map_chunks(chunk, maps, self.num_threads)
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.cam_thresholds)))
 
     def compute(self) -> dict:
         """MaxBoxAcc per IoU threshold, their mean, the curves and the best CAM thresholds (percent).

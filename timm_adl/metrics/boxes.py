@@ -11,19 +11,22 @@ is its ``boundingRect`` as ``x0, y0, x0 + w, y0 + h`` (one pixel past the last o
 
 :func:`extract_boxes` gives those boxes for one map; :func:`batch_boxes` for a batch of maps at every
 threshold, and :func:`best_iou` scores them against the ground truth. They read the boxes off one
-union-find sweep per map (:mod:`._levelsets`) instead of running the contour finder once per threshold;
-OpenCV is still run where polygon areas are needed to pick the largest contour and a bound cannot
-settle it.
+union-find sweep per map (:mod:`._levelsets`) instead of running the contour finder once per threshold.
+The sweep also picks the largest of several contours, by bounds or by exact polygon areas; OpenCV is
+still run where neither settles it (a tie in area, which OpenCV's contour order breaks, or a hole that
+leaves the order open): a few maps in a thousand of smooth CAMs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
-from ._levelsets import quantise, sweep
+from ._levelsets import best_overlap, quantise, sweep
 
 __all__ = ['default_cam_thresholds', 'extract_boxes', 'iou_inclusive', 'quantize_scoremaps', 'resize_boxes']
 
@@ -33,6 +36,40 @@ CHUNK_PIXELS = 800_000  # pixels per pass through the component trees: the work 
 def chunk_size(scoremaps: np.ndarray) -> int:
     """Maps per pass through the component trees (evaluators split larger batches)."""
     return max(1, CHUNK_PIXELS // max(1, scoremaps.shape[1] * scoremaps.shape[2]))
+
+
+def check_num_threads(num_threads: int | None) -> int:
+    """Threads for box extraction: ``None`` means every CPU core this process may use."""
+    if num_threads is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f'num_threads must be a positive int or None (every core), got {num_threads!r}')
+    return int(num_threads)
+
+
+def map_chunks(fn: Callable[[int, int], object], scoremaps: np.ndarray, num_threads: int) -> list:
+    """``fn(start, stop)`` over consecutive chunks of a batch of maps, results in order.
+
+    Chunks are small enough for the work arrays to stay in cache and, with several threads, equal in
+    number for every thread. The compiled kernels and OpenCV release the GIL, so threads run them in
+    parallel; the numbers do not depend on the split.
+    """
+    n = scoremaps.shape[0]
+    if n == 0:
+        return []
+    n_chunks = -(-n // chunk_size(scoremaps))
+    threads = min(num_threads, n_chunks)
+    if threads > 1:
+        n_chunks = -(-n_chunks // threads) * threads
+    size = -(-n // n_chunks)
+    bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
+    if threads <= 1:
+        return [fn(a, b) for a, b in bounds]
+    with ThreadPoolExecutor(threads, thread_name_prefix='timm_adl_boxes') as pool:
+        return list(pool.map(lambda ab: fn(*ab), bounds))
 
 
 def default_cam_thresholds() -> np.ndarray:
@@ -209,33 +246,46 @@ def batch_boxes(
     """Boxes of every map of a batch at every threshold.
 
     Returns a dict with ``levels`` (the :class:`_Levels`), and for each variant asked for,
-    ``largest``: (Q, 4) int64 box per query, ``multi``: ``(query (B,), boxes (B, 4))`` of every
-    contour; a query is a distinct integer level of a map (``levels.query`` maps thresholds to queries).
+    ``largest``: (Q, 4) int64 box per query; ``contours`` and ``holes``: ``(query (B,), boxes (B, 4))`` of
+    the outer and the hole contours, each sorted by query (:func:`multi_boxes` merges them). A query is a
+    distinct integer level of a map (``levels.query`` maps thresholds to queries).
     """
     n, h, w = scoremaps.shape
+    e = (np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
     if n == 0:
         lv = _Levels(np.zeros((0, h, w), dtype=np.uint8), thresholds)
-        e = np.zeros((0, 4), dtype=np.int64)
-        return {'levels': lv, 'largest': e, 'multi': (np.zeros(0, dtype=np.int64), e)}
+        return {'levels': lv, 'largest': e[1], 'contours': e, 'holes': e}
     q, lv, luts = _prepare(scoremaps, thresholds)
     out: dict = {'levels': lv}
     n_q = int(lv.offset[-1])
-    cq, x0, y0, x1, y1, quads = sweep(q, luts, lv.k, lv.offset, True, largest)
-    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1, 'quads': quads}
+    cq, x0, y0, x1, y1, quads, decided, wbox = sweep(q, luts, lv.k, lv.offset, True, largest)
+    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1, 'quads': quads, 'decided': decided}
+    comp['wbox'] = wbox
     cbox = np.stack([x0, y0, np.minimum(x1 + 1, w - 1), np.minimum(y1 + 1, h - 1)], axis=1).astype(np.int64)
     if largest:
         out['largest'] = _largest(comp, cbox, lv, q, n_q)
     if multi_contour:
-        hq, hx0, hy0, hx1, hy1, _ = sweep(q, luts, lv.k, lv.offset, False, False)
+        hq, hx0, hy0, hx1, hy1, *_ = sweep(q, luts, lv.k, lv.offset, False, False)
         hbox = np.stack(
             [hx0 - 1, hy0 - 1, np.minimum(hx1 + 2, w - 1), np.minimum(hy1 + 2, h - 1)], axis=1
         ).astype(np.int64)
-        empty = np.setdiff1d(np.arange(n_q), cq)  # no contour at all: one [0, 0, 0, 0] box
-        mq = np.concatenate([cq, hq, empty])
-        mb = np.concatenate([cbox, hbox, np.zeros((empty.size, 4), dtype=np.int64)])
-        srt = np.argsort(mq, kind='stable')
-        out['multi'] = (mq[srt], mb[srt])
+        out['contours'] = (cq, cbox)
+        out['holes'] = (hq, hbox)
     return out
+
+
+def multi_boxes(res: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Every contour's box per query of :func:`batch_boxes`, sorted by query: ``(query (B,), boxes (B, 4))``.
+
+    A query without any contour gets the reference's one ``[0, 0, 0, 0]`` box.
+    """
+    n_q = int(res['levels'].offset[-1])
+    (cq, cbox), (hq, hbox) = res['contours'], res['holes']
+    empty = np.flatnonzero(np.bincount(cq, minlength=n_q) == 0)
+    mq = np.concatenate([cq, hq, empty])
+    mb = np.concatenate([cbox, hbox, np.zeros((empty.size, 4), dtype=np.int64)])
+    srt = np.argsort(mq, kind='stable')
+    return mq[srt], mb[srt]
 
 
 def _largest(comp: dict, cbox: np.ndarray, lv: _Levels, q: np.ndarray, n_q: int) -> np.ndarray:
@@ -251,31 +301,29 @@ def _largest(comp: dict, cbox: np.ndarray, lv: _Levels, q: np.ndarray, n_q: int)
     if multi.size == 0:
         return out
     # Several components: a hole's polygon never exceeds its component's (and ties keep the component,
-    # listed first), so the largest contour is a component's. Its polygon area A satisfies
+    # listed first), so the largest contour is a component's; the sweep found it wherever bounds or
+    # exact areas settle it (``_levelsets._pick_largest``).
+    h, w = q.shape[1:]
+    ok = comp['decided'][multi]
+    wb = comp['wbox'][multi[ok]].astype(np.int64)
+    out[multi[ok]] = np.stack(
+        [wb[:, 0], wb[:, 1], np.minimum(wb[:, 2] + 1, w - 1), np.minimum(wb[:, 3] + 1, h - 1)], axis=1
+    )
+    # Where it did not, each component's polygon area A satisfies
     #   Q4 <= A <= (x1 - x0) * (y1 - y0)   (Q4: its full 2x2 quads; the polygon lies in its box),
-    # so the component with the largest bound wins outright when the quads of the level, less the
-    # bounds of all the others, still exceed each other's bound.
+    # so only components whose bound reaches the quads of the level, less the other bounds, can win.
     sel = counts[cq] > 1
     mq = cq[sel]
     ub = (comp['x1'][sel] - comp['x0'][sel]).astype(np.int64) * (comp['y1'][sel] - comp['y0'][sel])
-    boxes = cbox[sel]
     starts = np.flatnonzero(np.r_[True, mq[1:] != mq[:-1]])
-    order = np.lexsort((-ub, mq))
-    ub_sorted = ub[order]
-    top = order[starts]  # component of largest bound per query
-    second = ub_sorted[starts + 1]
     total = np.add.reduceat(ub, starts)
-    quads = comp['quads'][multi]
-    lower = quads - (total - ub[top])
-    ok = lower > second
-    out[multi[ok]] = boxes[top[ok]]
+    lower = comp['quads'][multi] - (total - np.maximum.reduceat(ub, starts))
     # Otherwise OpenCV decides, on the box around the candidates (the components whose bound reaches
     # the leader's lower bound). A component cut by that box keeps a polygon inside its own box, so
     # it cannot reach the winner: when the largest area there is unique, it is the reference's.
     bad = np.flatnonzero(~ok)
     if bad.size == 0:
         return out
-    h, w = q.shape[1:]
     group = np.cumsum(np.r_[0, mq[1:] != mq[:-1]])  # query of each component, as an index into multi
     cand = np.flatnonzero(~ok[group] & (ub >= lower[group]))  # grouped by query, one at least in each
     g_first = np.flatnonzero(np.r_[True, group[cand[1:]] != group[cand[:-1]]])
@@ -327,7 +375,7 @@ def extract_boxes(
     queries = res['levels'].query[0]
     if not multi_contour:
         return [res['largest'][qi : qi + 1].copy() for qi in queries]
-    mq, mb = res['multi']
+    mq, mb = multi_boxes(res)
     starts = np.searchsorted(mq, np.arange(int(res['levels'].offset[-1]) + 1))
     return [mb[starts[qi] : starts[qi + 1]].copy() for qi in queries]
 
@@ -367,20 +415,24 @@ def check_gt_boxes(gt_boxes, n: int, mode: str = 'all') -> list[np.ndarray]:
 
 
 def best_iou(res: dict, gt: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Best IoU of each query of :func:`batch_boxes` with its map's ground truth, per variant."""
+    """Best IoU of each query of :func:`batch_boxes` with its map's ground truth, per variant.
+
+    ``largest``: the IoU of the largest contour's box; ``multi``: the best over every contour's box.
+    """
     lv = res['levels']
     n_q = int(lv.offset[-1])
-    g = max((b.shape[0] for b in gt), default=1)
-    pad = (
-        np.stack([np.concatenate([b, np.repeat(b[:1], g - b.shape[0], axis=0)]) for b in gt]) if gt else None
-    )
+    gt_all = np.concatenate(gt) if gt else np.zeros((0, 4), dtype=np.int64)
+    gt_start = np.concatenate([[0], np.cumsum([b.shape[0] for b in gt])]).astype(np.int64)
     out = {}
-    if 'largest' in res and n_q:
-        boxes = res['largest']
-        out['largest'] = _iou(boxes[:, None, :], pad[lv.map_of_query]).max(axis=1)
-    if 'multi' in res and n_q:
-        mq, mb = res['multi']
-        per_box = _iou(mb[:, None, :], pad[lv.map_of_query[mq]]).max(axis=1)
-        starts = np.flatnonzero(np.r_[True, mq[1:] != mq[:-1]])
-        out['multi'] = np.maximum.reduceat(per_box, starts)
+    if 'largest' in res:
+        out['largest'] = np.full(n_q, -1.0)
+        best_overlap(np.arange(n_q), res['largest'], lv.map_of_query, gt_all, gt_start, out['largest'])
+    if 'contours' in res:
+        out['multi'] = best = np.full(n_q, -1.0)
+        for query, boxes in (res['contours'], res['holes']):
+            best_overlap(query, boxes, lv.map_of_query, gt_all, gt_start, best)
+        empty = np.flatnonzero(best < 0)  # no contour: the reference's [0, 0, 0, 0] box
+        best_overlap(
+            empty, np.zeros((empty.size, 4), dtype=np.int64), lv.map_of_query, gt_all, gt_start, best
+        )
     return out

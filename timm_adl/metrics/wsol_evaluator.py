@@ -15,7 +15,15 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from .box_evaluator import check_iou_thresholds
-from .boxes import as_scoremaps, batch_boxes, best_iou, check_gt_boxes, check_thresholds, chunk_size
+from .boxes import (
+    as_scoremaps,
+    batch_boxes,
+    best_iou,
+    check_gt_boxes,
+    check_num_threads,
+    check_thresholds,
+    map_chunks,
+)
 
 __all__ = ['WSOLEvaluator', 'calibrated_accuracy']
 
@@ -32,6 +40,7 @@ class WSOLEvaluator:
         cam_thresholds: the fair protocol's threshold list; default ``np.arange(0, 1, 0.01)``.
         iou_thresholds: MaxBoxAccV2's IoU thresholds in percent (MaxBoxAcc uses 50).
         gt_box_mode: ``'all'`` ground-truth boxes (default) or the ``'first'`` of each image.
+        num_threads: threads that extract boxes from a batch (``None``: every core; 1: this thread).
 
     Example::
 
@@ -48,8 +57,10 @@ class WSOLEvaluator:
         cam_thresholds: Iterable[float] | None = None,
         iou_thresholds: Sequence[float] = (30, 50, 70),
         gt_box_mode: str = 'all',
+        num_threads: int | None = None,
     ):
         self.cam_threshold = float(check_thresholds([cam_threshold])[0])
+        self.num_threads = check_num_threads(num_threads)
         self.cam_thresholds = check_thresholds(cam_thresholds)
         self.iou_thresholds = check_iou_thresholds(iou_thresholds)
         check_gt_boxes([], 0, gt_box_mode)
@@ -98,15 +109,15 @@ class WSOLEvaluator:
             return
         right = scores.argmax(axis=1) == labels
 
-        largest = np.zeros((n, len(self._thresholds)))
-        multi = np.zeros((n, len(self.cam_thresholds)))
-        chunk = chunk_size(maps)
-        for i in range(0, n, chunk):  # a few maps at a time: the work arrays stay in cache
-            res = batch_boxes(maps[i : i + chunk], self._thresholds, multi_contour=True, largest=True)
-            ious = best_iou(res, gt[i : i + chunk])
+        def chunk(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            res = batch_boxes(maps[a:b], self._thresholds, multi_contour=True, largest=True)
+            ious = best_iou(res, gt[a:b])
             query = res['levels'].query
-            largest[i : i + chunk] = ious['largest'][query]
-            multi[i : i + chunk] = ious['multi'][query[:, :-1]]
+            return ious['largest'][query], ious['multi'][query[:, :-1]]
+
+        parts = map_chunks(chunk, maps, self.num_threads)
+        largest = np.concatenate([p[0] for p in parts])
+        multi = np.concatenate([p[1] for p in parts])
         gt_known = largest[:, -1] >= 0.5
         self.correct_v1 += (largest[:, :-1] >= 0.5).sum(axis=0)
         for d in self.iou_thresholds:
