@@ -148,9 +148,10 @@ def sweep(
     quads = np.zeros(int(offset[n]), dtype=np.int64)
     decided = np.zeros(int(offset[n]), dtype=np.bool_)  # queries of several components: largest found
     wbox = np.zeros((int(offset[n]), 4), dtype=np.int32)
-    area2 = np.zeros(size + 1, dtype=np.int64)  # per root: twice the polygon area, intervals, pairs
-    n_int = np.zeros(size + 1, dtype=np.int64)
-    n_adj = np.zeros(size + 1, dtype=np.int64)
+    per_root = size + 1 if want_quads else 1  # set for the live roots where used
+    area2 = np.empty(per_root, dtype=np.int64)  # per root: twice the polygon area, intervals, pairs
+    n_int = np.empty(per_root, dtype=np.int64)
+    n_adj = np.empty(per_root, dtype=np.int64)
     ia = np.empty(2 * (w + 1), dtype=np.int32)  # maximal kept intervals of two consecutive rows
     ib = np.empty(2 * (w + 1), dtype=np.int32)
     ir = np.empty(2 * (w + 1), dtype=np.int32)
