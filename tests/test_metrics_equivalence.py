@@ -263,3 +263,42 @@ def test_num_threads_must_be_a_positive_int(bad):
         BoxEvaluator(num_threads=bad)
     with pytest.raises(ValueError, match='num_threads'):
         WSOLEvaluator(num_threads=bad)
+
+
+def test_pipelined_update_owns_its_batch_and_waits_in_compute(monkeypatch):
+    import copy
+    import pickle
+
+    import timm_adl.metrics.box_evaluator as box_evaluator_module
+
+    rng = np.random.default_rng(17)
+    maps = np.stack([_blobs(rng, 48) for _ in range(24)]).astype(np.float32)
+    gt = [np.array([[5, 5, 30, 30]]) for _ in maps]
+    sync = BoxEvaluator(num_threads=1)
+    sync.update(maps, gt)
+    expected = sync.compute()['curves']
+
+    ev = BoxEvaluator(num_threads=2)
+    buffer = maps.copy()
+    ev.update(buffer, gt)
+    buffer[:] = 0.0  # the caller reuses its buffer at once: the batch must already be ev's own
+    assert all(np.array_equal(ev.compute()['curves'][d], expected[d]) for d in (30, 50, 70))
+
+    ev.update(maps, gt)  # a copy or a pickle waits for the pending batch and carries its counts
+    for other in (copy.deepcopy(ev), pickle.loads(pickle.dumps(ev))):
+        assert other.compute()['num_images'] == 48
+        other.update(maps, gt)
+        assert other.compute()['num_images'] == 72
+    ev.update(maps, gt)
+    ev.reset()  # pending work is dropped
+    ev.update(maps, gt)
+    assert ev.compute()['num_images'] == 24
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('worker failed')
+
+    monkeypatch.setattr(box_evaluator_module, 'batch_boxes', broken)
+    ev = BoxEvaluator(num_threads=2)
+    ev.update(maps, gt)  # returns: the error comes with the result
+    with pytest.raises(RuntimeError, match='worker failed'):
+        ev.compute()

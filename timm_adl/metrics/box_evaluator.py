@@ -6,14 +6,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ._levelsets import quantise
 from .boxes import (
+    BoxWorkers,
     as_scoremaps,
     batch_boxes,
     best_iou,
     check_gt_boxes,
     check_num_threads,
     check_thresholds,
-    map_chunks,
+    chunk_bounds,
 )
 
 
@@ -49,7 +51,9 @@ class BoxEvaluator:
             the largest contour's box only.
         gt_box_mode: ``'all'`` ground-truth boxes of an image count (default), or only the ``'first'``
             (the convention of the ADL paper's ImageNet numbers).
-        num_threads: threads that extract boxes from a batch (``None``: every core; 1: this thread).
+        num_threads: threads that extract boxes (``None``: every core; 1: this thread). With more than
+            one, ``update`` returns while they work on its batch (up to two batches behind), so the
+            extraction overlaps with the caller's next step; ``compute`` waits for them.
 
     Example::
 
@@ -68,6 +72,7 @@ class BoxEvaluator:
     ):
         self.cam_thresholds = check_thresholds(cam_thresholds)
         self.num_threads = check_num_threads(num_threads)
+        self._workers = BoxWorkers(self.num_threads)
         self.iou_thresholds = check_iou_thresholds(iou_thresholds)
         self.multi_contour = bool(multi_contour)
         check_gt_boxes([], 0, gt_box_mode)
@@ -76,28 +81,29 @@ class BoxEvaluator:
 
     def reset(self) -> None:
         """Forget every accumulated map."""
+        self._workers.discard()
         self.num_images = 0
         self.num_correct = {d: np.zeros(len(self.cam_thresholds)) for d in self.iou_thresholds}
 
     def update(self, scoremaps, gt_boxes) -> None:
         """Add a batch: ``scoremaps`` (N, H, W) in [0, 1]; ``gt_boxes`` N arrays (K_i, 4) at H x W."""
         maps = as_scoremaps(scoremaps)
-        gt = check_gt_boxes(gt_boxes, maps.shape[0], self.gt_box_mode)
-        ious = self._ious(maps, gt)
-        for d in self.iou_thresholds:
-            self.num_correct[d] += (ious >= d / 100).sum(axis=0)
-        self.num_images += maps.shape[0]
-
-    def _ious(self, maps: np.ndarray, gt: list[np.ndarray]) -> np.ndarray:
-        """(N, T) best IoU of each map at each CAM threshold."""
+        n, h, w = maps.shape
+        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
+        q = quantise(maps)  # our own copy: the caller may reuse its arrays while the workers run
 
         def chunk(a: int, b: int) -> np.ndarray:
-            res = batch_boxes(maps[a:b], self.cam_thresholds, self.multi_contour, not self.multi_contour)
+            res = batch_boxes(q[a:b], self.cam_thresholds, self.multi_contour, not self.multi_contour)
             per_query = best_iou(res, gt[a:b])['multi' if self.multi_contour else 'largest']
-            return per_query[res['levels'].query]
+            return per_query[res['levels'].query]  # (b - a, T) best IoU at each CAM threshold
 
-        parts = map_chunks(chunk, maps, self.num_threads)
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.cam_thresholds)))
+        def finish(parts: list) -> None:
+            for ious in parts:
+                for d in self.iou_thresholds:
+                    self.num_correct[d] += (ious >= d / 100).sum(axis=0)
+            self.num_images += n
+
+        self._workers.submit(chunk, chunk_bounds(n, h, w, self.num_threads), finish)
 
     def compute(self) -> dict:
         """MaxBoxAcc per IoU threshold, their mean, the curves and the best CAM thresholds (percent).
@@ -108,6 +114,7 @@ class BoxEvaluator:
             ``best_thresholds``: {δ: first CAM threshold reaching the maximum}; ``cam_thresholds``;
             ``num_images``; ``multi_contour``.
         """
+        self._workers.wait()
         if self.num_images == 0:
             raise ValueError('BoxEvaluator.compute() needs at least one update() with score maps')
         curves = {d: self.num_correct[d] * 100.0 / float(self.num_images) for d in self.iou_thresholds}

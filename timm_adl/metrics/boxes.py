@@ -20,6 +20,7 @@ leaves the order open): a few maps in a thousand of smooth CAMs.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,11 +32,6 @@ from ._levelsets import best_overlap, quantise, sweep
 __all__ = ['default_cam_thresholds', 'extract_boxes', 'iou_inclusive', 'quantize_scoremaps', 'resize_boxes']
 
 CHUNK_PIXELS = 1_600_000  # pixels per call of the compiled sweep: its set-up (large work arrays) amortised
-
-
-def chunk_size(scoremaps: np.ndarray) -> int:
-    """Maps per pass through the component trees (evaluators split larger batches)."""
-    return max(1, CHUNK_PIXELS // max(1, scoremaps.shape[1] * scoremaps.shape[2]))
 
 
 def check_num_threads(num_threads: int | None) -> int:
@@ -50,26 +46,68 @@ def check_num_threads(num_threads: int | None) -> int:
     return int(num_threads)
 
 
-def map_chunks(fn: Callable[[int, int], object], scoremaps: np.ndarray, num_threads: int) -> list:
-    """``fn(start, stop)`` over consecutive chunks of a batch of maps, results in order.
-
-    Chunks are small enough for the work arrays to stay in cache and, with several threads, equal in
-    number for every thread. The compiled kernels and OpenCV release the GIL, so threads run them in
-    parallel; the numbers do not depend on the split.
-    """
-    n = scoremaps.shape[0]
+def chunk_bounds(n: int, h: int, w: int, num_threads: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` chunks of a batch of ``n`` maps of ``h x w``: each small enough for one
+    call of the compiled sweep and, with several threads, as many for every thread."""
     if n == 0:
         return []
-    n_chunks = -(-n // chunk_size(scoremaps))
+    n_chunks = -(-n // max(1, CHUNK_PIXELS // max(1, h * w)))
     threads = min(num_threads, n_chunks)
     if threads > 1:
         n_chunks = -(-n_chunks // threads) * threads
     size = -(-n // n_chunks)
-    bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
-    if threads <= 1:
-        return [fn(a, b) for a, b in bounds]
-    with ThreadPoolExecutor(threads, thread_name_prefix='timm_adl_boxes') as pool:
-        return list(pool.map(lambda ab: fn(*ab), bounds))
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class BoxWorkers:
+    """Runs the box extraction of each batch in chunks on worker threads, then the batch's ``finish``.
+
+    ``submit`` returns while the workers go on, up to ``depth`` batches ahead, so the extraction of one
+    batch overlaps with whatever the caller does next (the next batch's checks, a model's forward pass);
+    ``wait`` finishes them all. ``finish`` callbacks run on the calling thread, in submission order, so
+    the evaluators' counters need no lock. The compiled kernels and OpenCV release the GIL. A chunk must
+    only read arrays the caller cannot change afterwards (the evaluators hand over their own 8-bit
+    copies). With one thread everything runs inside ``submit``.
+    """
+
+    def __init__(self, num_threads: int, depth: int = 2):
+        self.num_threads = num_threads
+        self.depth = depth
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque = deque()
+
+    def submit(self, fn: Callable[[int, int], object], bounds: list, finish: Callable[[list], None]) -> None:
+        """``finish([fn(a, b) for a, b in bounds])``, now or after a later call."""
+        if self.num_threads <= 1:
+            finish([fn(a, b) for a, b in bounds])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix='timm_adl_boxes')
+        self._pending.append(([self._pool.submit(fn, a, b) for a, b in bounds], finish))
+        while len(self._pending) > self.depth:
+            self._finish_oldest()
+
+    def wait(self) -> None:
+        """Finish every submitted batch (a worker's exception is raised here)."""
+        while self._pending:
+            self._finish_oldest()
+
+    def discard(self) -> None:
+        """Wait for the submitted batches without finishing them."""
+        while self._pending:
+            for f in self._pending.popleft()[0]:
+                f.exception()
+
+    def _finish_oldest(self) -> None:
+        futures, finish = self._pending.popleft()
+        finish([f.result() for f in futures])
+
+    def __getstate__(self) -> dict:  # copies and pickles carry the finished state, not the threads
+        self.wait()
+        return {'num_threads': self.num_threads, 'depth': self.depth}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state['num_threads'], state['depth'])
 
 
 def default_cam_thresholds() -> np.ndarray:
@@ -233,29 +271,26 @@ class _Levels:
             yield lut, np.flatnonzero(self._group == g)
 
 
-def _prepare(scoremaps: np.ndarray, thresholds: np.ndarray):
-    """8-bit maps, their levels (:class:`_Levels`) and the level of each 8-bit value per map (N, 256)."""
-    q = quantise(scoremaps)
+def _prepare(q: np.ndarray, thresholds: np.ndarray):
+    """The levels of 8-bit maps (:class:`_Levels`) and the level of each 8-bit value per map (N, 256)."""
     lv = _Levels(q, thresholds)
-    return q, lv, np.stack(lv._luts).astype(np.int16)[lv._group]
+    return lv, np.stack(lv._luts).astype(np.int16)[lv._group]
 
 
-def batch_boxes(
-    scoremaps: np.ndarray, thresholds: np.ndarray, multi_contour: bool, largest: bool = True
-) -> dict:
-    """Boxes of every map of a batch at every threshold.
+def batch_boxes(q: np.ndarray, thresholds: np.ndarray, multi_contour: bool, largest: bool = True) -> dict:
+    """Boxes of every 8-bit map (``quantise(scoremaps)``) of a batch at every threshold.
 
     Returns a dict with ``levels`` (the :class:`_Levels`), and for each variant asked for,
     ``largest``: (Q, 4) int64 box per query; ``contours`` and ``holes``: ``(query (B,), boxes (B, 4))`` of
     the outer and the hole contours, each sorted by query (:func:`multi_boxes` merges them). A query is a
     distinct integer level of a map (``levels.query`` maps thresholds to queries).
     """
-    n, h, w = scoremaps.shape
+    n, h, w = q.shape
     e = (np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
     if n == 0:
         lv = _Levels(np.zeros((0, h, w), dtype=np.uint8), thresholds)
         return {'levels': lv, 'largest': e[1], 'contours': e, 'holes': e}
-    q, lv, luts = _prepare(scoremaps, thresholds)
+    lv, luts = _prepare(q, thresholds)
     out: dict = {'levels': lv}
     n_q = int(lv.offset[-1])
     cq, x0, y0, x1, y1, quads, decided, wbox = sweep(q, luts, lv.k, lv.offset, True, largest)
@@ -371,7 +406,7 @@ def extract_boxes(
         raise ValueError(f'scoremap must be 2-D (H, W), got shape {tuple(arr.shape)}')
     maps = as_scoremaps(arr[None], 'scoremap')
     thresholds = check_thresholds(cam_thresholds)
-    res = batch_boxes(maps, thresholds, multi_contour=multi_contour, largest=not multi_contour)
+    res = batch_boxes(quantise(maps), thresholds, multi_contour=multi_contour, largest=not multi_contour)
     queries = res['levels'].query[0]
     if not multi_contour:
         return [res['largest'][qi : qi + 1].copy() for qi in queries]

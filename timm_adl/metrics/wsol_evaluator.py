@@ -14,15 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ._levelsets import quantise
 from .box_evaluator import check_iou_thresholds
 from .boxes import (
+    BoxWorkers,
     as_scoremaps,
     batch_boxes,
     best_iou,
     check_gt_boxes,
     check_num_threads,
     check_thresholds,
-    map_chunks,
+    chunk_bounds,
 )
 
 __all__ = ['WSOLEvaluator', 'calibrated_accuracy']
@@ -40,7 +42,9 @@ class WSOLEvaluator:
         cam_thresholds: the fair protocol's threshold list; default ``np.arange(0, 1, 0.01)``.
         iou_thresholds: MaxBoxAccV2's IoU thresholds in percent (MaxBoxAcc uses 50).
         gt_box_mode: ``'all'`` ground-truth boxes (default) or the ``'first'`` of each image.
-        num_threads: threads that extract boxes from a batch (``None``: every core; 1: this thread).
+        num_threads: threads that extract boxes (``None``: every core; 1: this thread). With more than
+            one, ``update`` returns while they work on its batch (up to two batches behind), so the
+            extraction overlaps with the caller's next step; ``compute`` waits for them.
 
     Example::
 
@@ -61,6 +65,7 @@ class WSOLEvaluator:
     ):
         self.cam_threshold = float(check_thresholds([cam_threshold])[0])
         self.num_threads = check_num_threads(num_threads)
+        self._workers = BoxWorkers(self.num_threads)
         self.cam_thresholds = check_thresholds(cam_thresholds)
         self.iou_thresholds = check_iou_thresholds(iou_thresholds)
         check_gt_boxes([], 0, gt_box_mode)
@@ -71,6 +76,7 @@ class WSOLEvaluator:
 
     def reset(self) -> None:
         """Forget every accumulated batch."""
+        self._workers.discard()
         self.num_images = 0
         self.num_top1 = 0
         self.num_gt_known = 0
@@ -108,35 +114,43 @@ class WSOLEvaluator:
         if n == 0:
             return
         right = scores.argmax(axis=1) == labels
+        h, w = maps.shape[1:]
+        q = quantise(maps)  # our own copy: the caller may reuse its arrays while the workers run
 
-        def chunk(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-            res = batch_boxes(maps[a:b], self._thresholds, multi_contour=True, largest=True)
-            ious = best_iou(res, gt[a:b])
-            query = res['levels'].query
-            return ious['largest'][query], ious['multi'][query[:, :-1]]
-
-        parts = map_chunks(chunk, maps, self.num_threads)
-        largest = np.concatenate([p[0] for p in parts])
-        multi = np.concatenate([p[1] for p in parts])
-        gt_known = largest[:, -1] >= 0.5
-        self.correct_v1 += (largest[:, :-1] >= 0.5).sum(axis=0)
-        for d in self.iou_thresholds:
-            self.correct_v2[d] += (multi >= d / 100).sum(axis=0)
-
-        top1_loc = right & gt_known
+        # Top-1 Loc: where the prediction is right the top-1 CAM is the ground-truth one; any that
+        # differs is scored here, at the fixed threshold (the boxes of the rest come from the workers)
+        differ = np.zeros(0, dtype=np.int64)
+        differ_ok = np.zeros(0, dtype=bool)
         if top1 is not None and right.any():
-            # where the prediction is right the top-1 CAM is the ground-truth one; score any that differ
             differ = np.flatnonzero(
                 [r and not np.array_equal(a, b) for r, a, b in zip(right, top1, maps, strict=True)]
             )
             if differ.size:
-                res1 = batch_boxes(top1[differ], np.array([self.cam_threshold]), multi_contour=False)
+                res1 = batch_boxes(quantise(top1[differ]), np.array([self.cam_threshold]), False)
                 iou1 = best_iou(res1, [gt[i] for i in differ])['largest'][res1['levels'].query[:, 0]]
-                top1_loc[differ] = iou1 >= 0.5
-        self.num_images += n
-        self.num_top1 += int(right.sum())
-        self.num_gt_known += int(gt_known.sum())
-        self.num_top1_loc += int(top1_loc.sum())
+                differ_ok = iou1 >= 0.5
+
+        def chunk(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            res = batch_boxes(q[a:b], self._thresholds, multi_contour=True, largest=True)
+            ious = best_iou(res, gt[a:b])
+            query = res['levels'].query
+            return ious['largest'][query], ious['multi'][query[:, :-1]]
+
+        def finish(parts: list) -> None:
+            largest = np.concatenate([p[0] for p in parts])
+            multi = np.concatenate([p[1] for p in parts])
+            gt_known = largest[:, -1] >= 0.5
+            self.correct_v1 += (largest[:, :-1] >= 0.5).sum(axis=0)
+            for d in self.iou_thresholds:
+                self.correct_v2[d] += (multi >= d / 100).sum(axis=0)
+            self.num_images += n
+            self.num_top1 += int(right.sum())
+            self.num_gt_known += int(gt_known.sum())
+            top1_loc = right & gt_known
+            top1_loc[differ] = differ_ok
+            self.num_top1_loc += int(top1_loc.sum())
+
+        self._workers.submit(chunk, chunk_bounds(n, h, w, self.num_threads), finish)
 
     def compute(self) -> dict:
         """All metrics in percent, the best CAM thresholds and the curves.
@@ -149,6 +163,7 @@ class WSOLEvaluator:
             ``{'box_acc': {50: (T,)}, 'box_acc_v2': {δ: (T,)}}``; ``cam_threshold``, ``cam_thresholds``,
             ``num_images``.
         """
+        self._workers.wait()
         if self.num_images == 0:
             raise ValueError('WSOLEvaluator.compute() needs at least one update() with images')
         n = float(self.num_images)
