@@ -79,6 +79,10 @@ class BoxEvaluator:
         self.gt_box_mode = gt_box_mode
         self.reset()
 
+    def __getstate__(self) -> dict:  # a copy or a pickle holds every submitted batch
+        self._workers.wait()
+        return self.__dict__.copy()
+
     def reset(self) -> None:
         """Forget every accumulated map."""
         self._workers.discard()

@@ -74,6 +74,10 @@ class WSOLEvaluator:
         self._thresholds = np.append(self.cam_thresholds, self.cam_threshold)
         self.reset()
 
+    def __getstate__(self) -> dict:  # a copy or a pickle holds every submitted batch
+        self._workers.wait()
+        return self.__dict__.copy()
+
     def reset(self) -> None:
         """Forget every accumulated batch."""
         self._workers.discard()
