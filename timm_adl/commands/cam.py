@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..cli import CliError
-from .eval import add_model_args, load_model, normalization_flags, paper_box, resolve_device, resolve_input
+from ._inputs import normalization_flags, resolve_input
+from .eval import add_model_args, load_model, paper_box, resolve_device
 
 HELP_EPILOG = """examples:
   timm-adl cam --model resnet50_se_adl --checkpoint out/best.safetensors --image bird.jpg
