@@ -7,13 +7,15 @@ pixels of the picture they are drawn on, the convention of the evaluation protoc
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .files import atomic_write_bytes
 
 __all__ = [
     'GT_COLOR',
@@ -253,19 +255,10 @@ def cam_grid(
 
 
 def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> str:
-    """Write a PNG atomically (temp file in the same directory, then ``os.replace``); returns the path."""
+    """Write a PNG atomically (:func:`timm_adl.files.atomic_write_bytes`); returns the path."""
     if not isinstance(image, Image.Image):
         image = Image.fromarray(to_uint8_image(image))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            image.save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    buf = io.BytesIO()
+    image.save(buf, format='PNG')
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
+    return os.fspath(path)

@@ -20,11 +20,12 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write_bytes
 
 __all__ = ['RESULT_KEYS', 'register', 'run', 'run_demo']
 
@@ -62,19 +63,6 @@ def _recipe(method: str) -> Path:
             f'demo recipe not found: {path} (the demo needs the recipes/ folder of a source checkout)'
         )
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _trained_model(cfg: Any, weights: str, num_classes: int, with_adl: bool = False):
@@ -279,8 +267,10 @@ def run_demo(
             )
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / 'results.json', (json.dumps(rows, indent=1) + '\n').encode())
-    _atomic_write(out / 'diagnostics.json', (json.dumps(diagnostics, indent=1) + '\n').encode())
+    atomic_write_bytes(out / 'results.json', (json.dumps(rows, indent=1) + '\n').encode(), durable=False)
+    atomic_write_bytes(
+        out / 'diagnostics.json', (json.dumps(diagnostics, indent=1) + '\n').encode(), durable=False
+    )
     _write_figure(out / 'compare.png', synth_cfg, figure, split)
     print(format_table(rows, split))
     print(

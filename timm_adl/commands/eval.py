@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import json
 import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..cli import CliError
+from ..files import atomic_write_bytes
 from ._inputs import normalization_flags, resolve_input
 
 HELP_EPILOG = """examples:
@@ -198,30 +199,9 @@ def paper_box(cam, threshold: float):
 def atomic_save_npy(path: Path, array) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npy', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -599,7 +579,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f'best_threshold ({args.threshold_from})', _fmt(cal['best_threshold'])))
     print(_format_table(rows))
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(_scalar(result), indent=1) + '\n')
+        atomic_write_bytes(
+            Path(args.json), (json.dumps(_scalar(result), indent=1) + '\n').encode(), durable=False
+        )
         print(f'wrote {args.json}')
     if args.save_cams:
         print(f'wrote {n_images} score maps under {args.save_cams}')

@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_bytes
+
 __all__ = [
     'SPLITS',
     'SyntheticConfig',
@@ -488,16 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     grid = synthetic_sample_grid(seed=args.seed)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.png', dir=Path(args.out).parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, grid[:, :, ::-1]):
-            raise OSError(f'cannot write {args.out}')
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    ok, png = cv2.imencode('.png', grid[:, :, ::-1])
+    if not ok:
+        raise OSError(f'cannot encode {args.out} as PNG')
+    atomic_write_bytes(args.out, png.tobytes(), durable=False)
     print(f'wrote {args.out}')
     return 0
 

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from ..files import atomic_write_bytes, umask_mode
+
 __all__ = [
     'DATA_CONFIG_KEY',
     'atomic_write_bytes',
@@ -44,31 +46,6 @@ _RESUME_RE = re.compile(r'^state-(\d{9})\.pt$')
 DATA_CONFIG_KEY = 'data_config'  # safetensors metadata key of the training input (a timm data config subset)
 
 
-def _umask_mode() -> int:
-    # mkstemp creates 0600 files; give the final file the mode a plain open() would have.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_copy(src: Path, dst: Path) -> None:
     """Replace ``dst`` by a copy of ``src`` atomically: a hard link where the file system allows (our
     checkpoint files are never modified in place, only replaced), else a byte copy."""
@@ -81,7 +58,7 @@ def atomic_copy(src: Path, dst: Path) -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-            os.chmod(tmp, _umask_mode())
+            os.chmod(tmp, umask_mode())
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):

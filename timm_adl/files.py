@@ -1,0 +1,40 @@
+"""Whole-or-nothing file writes: every file timm-adl writes goes through :func:`atomic_write_bytes`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ['atomic_write_bytes', 'umask_mode']
+
+
+def umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (``mkstemp`` creates them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    A temp file in the same folder, then ``os.replace``. ``durable`` also syncs it to disk first, so a
+    crash cannot leave an empty file behind the new name (checkpoints, logs); bulk outputs (score maps,
+    pictures) skip that cost.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
