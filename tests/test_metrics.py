@@ -362,3 +362,15 @@ def test_mask_evaluator_ignore_region_and_shapes():
 def test_maps_must_have_pixels():
     with pytest.raises(ValueError, match='pixels high and wide'):
         BoxEvaluator().update(np.zeros((2, 0, 5)), [np.array([[0, 0, 1, 1]])] * 2)
+
+
+def test_quantize_scoremaps_truncates_like_the_reference():
+    from timm_adl.metrics import quantize_scoremaps
+
+    rng = np.random.default_rng(0)
+    maps = np.concatenate([rng.random(997), np.arange(256) / 255, [0.0, 1.0, 0.2, 0.7]]).reshape(3, 1, 419)
+    assert np.array_equal(quantize_scoremaps(maps), (maps * 255).astype(np.uint8))
+    assert np.array_equal(
+        quantize_scoremaps(maps[0].astype(np.float32)),
+        (maps[0].astype(np.float32).astype(np.float64) * 255).astype(np.uint8),
+    )

@@ -152,8 +152,12 @@ def as_scoremaps(scoremaps, name: str = 'scoremaps') -> np.ndarray:
 
 
 def quantize_scoremaps(scoremaps: np.ndarray) -> np.ndarray:
-    """The reference's 8-bit map: ``(map * 255).astype(uint8)`` computed in float64 (truncation)."""
-    return (np.asarray(scoremaps, dtype=np.float64) * 255).astype(np.uint8)
+    """The reference's 8-bit map: ``(map * 255).astype(uint8)`` computed in float64 (truncation).
+
+    The same kernel as the evaluators' (:func:`._levelsets.quantise`), for maps of any shape.
+    """
+    arr = np.ascontiguousarray(scoremaps, dtype=np.float64)
+    return quantise(arr.reshape(1, 1, -1)).reshape(arr.shape)
 
 
 def check_boxes(boxes, name: str = 'boxes') -> np.ndarray:
