@@ -95,10 +95,10 @@ def sweep(
             holes: components of ``level <= j`` (4-connected) that touch no image border.
 
     Returns:
-        ``query`` (C,) int64, non-decreasing, inclusive ``x0 y0 x1 y1`` (C,) int32 extents, (Q,) the
-        number of 2x2 pixel quads all kept at each query (with ``want_quads``, foreground only; else
-        zeros), and, with ``want_quads``, (Q,) whether the component of largest contour area was found
-        among several (:func:`_pick_largest`) and (Q, 4) its extents.
+        ``query`` (C,) int64, non-decreasing, and inclusive ``x0 y0 x1 y1`` (C,) int32 extents; with
+        ``want_quads`` (foreground only: the 2x2 quads all kept bound polygon areas), for queries of
+        several components (:func:`_pick_largest`), (Q,) whether the one of largest contour area was
+        found, and (Q, 4) its extents, or else the extents of the candidates for it.
     """
     n, h, w = q.shape
     size = h * w
@@ -384,19 +384,13 @@ def sweep(
                 cnt += 1
             n_act = kept
             if want_quads and kept > 1:
-                win = _pick_largest(
+                decided[qid] = _pick_largest(
                     cur, v, int(quads[qid]), active, kept, parent, bx0, by0, bx1, by1, h, w,
-                    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir,
+                    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir, wbox[qid],
                 )  # fmt: skip
-                if win >= 0:
-                    decided[qid] = True
-                    wbox[qid, 0] = bx0[win]
-                    wbox[qid, 1] = by0[win]
-                    wbox[qid, 2] = bx1[win]
-                    wbox[qid, 3] = by1[win]
         if foreground and cnt > seg + 1:  # emitted from the top query down: reverse the query groups
             _reverse_groups(oq, ox0, oy0, ox1, oy1, seg, cnt)
-    return oq[:cnt], ox0[:cnt], oy0[:cnt], ox1[:cnt], oy1[:cnt], quads, decided, wbox
+    return oq[:cnt], ox0[:cnt], oy0[:cnt], ox1[:cnt], oy1[:cnt], decided, wbox
 
 
 @numba.njit(cache=True, nogil=True, inline='always')
@@ -477,13 +471,16 @@ def _areas(cur, v, y0, y1, w, row_first, rs, re, rpx, rpv, parent, area2, n_int,
 @numba.njit(cache=True, nogil=True)
 def _pick_largest(
     cur, v, quads, active, kept, parent, bx0, by0, bx1, by1, h, w,
-    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir,
-) -> int:  # fmt: skip
-    """The live root whose outer contour has the largest polygon area, or -1 when it takes OpenCV.
+    row_first, rs, re, rpx, rpv, area2, n_int, n_adj, ia, ib, ir, box,
+) -> bool:  # fmt: skip
+    """Whether the live root whose outer contour has the largest polygon area is found; its extents go
+    to ``box``, or else (OpenCV decides) the extents of the candidates for it.
 
     First with bounds that cost nothing (the leader by box area wins when the quads all kept, less
     the other boxes, still exceed every other box); then with the areas of :func:`_areas`. A tie, or
-    a hole that leaves the order open, is left to OpenCV (its contour order breaks ties).
+    a hole that leaves the order open, is left to OpenCV (its contour order breaks ties). The
+    candidates are the components whose box can hold the leader's lower bound: any other has a
+    polygon inside its own box, smaller than the winner's, so OpenCV may look at their box alone.
     """
     total = 0
     best = -1
@@ -501,19 +498,24 @@ def _pick_largest(
             second = ub
     lower = quads - (total - best)
     if lower > second:
-        return top
-    # the candidates: components whose box can hold the leader's lower bound; the rows they span are
-    # read, and the figures of every component within those rows are complete
-    y0 = h
-    y1 = -1
+        return _box_of(box, bx0, by0, bx1, by1, top)
+    # the rows the candidates span are read; the figures of every component within them are complete
+    box[0] = w
+    box[1] = h
+    box[2] = -1
+    box[3] = -1
     for t in range(kept):
         r = active[t]
         area2[r] = 0
         n_int[r] = 0
         n_adj[r] = 0
         if (bx1[r] - bx0[r]) * (by1[r] - by0[r]) >= lower:
-            y0 = min(y0, by0[r])
-            y1 = max(y1, by1[r])
+            box[0] = min(box[0], bx0[r])
+            box[1] = min(box[1], by0[r])
+            box[2] = max(box[2], bx1[r])
+            box[3] = max(box[3], by1[r])
+    y0 = box[1]
+    y1 = box[3]
     _areas(cur, v, y0, y1, w, row_first, rs, re, rpx, rpv, parent, area2, n_int, n_adj, ia, ib, ir)
     top = -1
     for t in range(kept):  # the largest lower bound: exact without a hole, the pixels' area with one
@@ -527,8 +529,18 @@ def _pick_largest(
         exact = by0[r] >= y0 and by1[r] <= y1 and n_int[r] - n_adj[r] == 1
         upper = area2[r] if exact else 2 * (bx1[r] - bx0[r]) * (by1[r] - by0[r])
         if upper >= area2[top]:
-            return -1
-    return top
+            return False  # box: the candidates'
+    return _box_of(box, bx0, by0, bx1, by1, top)
+
+
+@numba.njit(cache=True, nogil=True, inline='always')
+def _box_of(box, bx0, by0, bx1, by1, r) -> bool:
+    """Write root ``r``'s extents to ``box``: it is the largest; True."""
+    box[0] = bx0[r]
+    box[1] = by0[r]
+    box[2] = bx1[r]
+    box[3] = by1[r]
+    return True
 
 
 @numba.njit(cache=True, nogil=True)

@@ -296,13 +296,10 @@ def batch_boxes(q: np.ndarray, thresholds: np.ndarray, multi_contour: bool, larg
         return {'levels': lv, 'largest': e[1], 'contours': e, 'holes': e}
     lv, luts = _prepare(q, thresholds)
     out: dict = {'levels': lv}
-    n_q = int(lv.offset[-1])
-    cq, x0, y0, x1, y1, quads, decided, wbox = sweep(q, luts, lv.k, lv.offset, True, largest)
-    comp = {'query': cq, 'x0': x0, 'y0': y0, 'x1': x1, 'y1': y1, 'quads': quads, 'decided': decided}
-    comp['wbox'] = wbox
+    cq, x0, y0, x1, y1, decided, wbox = sweep(q, luts, lv.k, lv.offset, True, largest)
     cbox = np.stack([x0, y0, np.minimum(x1 + 1, w - 1), np.minimum(y1 + 1, h - 1)], axis=1).astype(np.int64)
     if largest:
-        out['largest'] = _largest(comp, cbox, lv, q, n_q)
+        out['largest'] = _largest(cq, cbox, decided, wbox, lv, q)
     if multi_contour:
         hq, hx0, hy0, hx1, hy1, *_ = sweep(q, luts, lv.k, lv.offset, False, False)
         hbox = np.stack(
@@ -327,9 +324,11 @@ def multi_boxes(res: dict) -> tuple[np.ndarray, np.ndarray]:
     return mq[srt], mb[srt]
 
 
-def _largest(comp: dict, cbox: np.ndarray, lv: _Levels, q: np.ndarray, n_q: int) -> np.ndarray:
-    """Box of the contour of largest polygon area, per query."""
-    cq = comp['query']
+def _largest(
+    cq: np.ndarray, cbox: np.ndarray, decided: np.ndarray, wbox: np.ndarray, lv: _Levels, q: np.ndarray
+) -> np.ndarray:
+    """Box of the contour of largest polygon area, per query (``decided``, ``wbox``: from the sweep)."""
+    n_q = int(lv.offset[-1])
     out = np.zeros((n_q, 4), dtype=np.int64)
     if cq.size == 0:
         return out
@@ -343,33 +342,21 @@ def _largest(comp: dict, cbox: np.ndarray, lv: _Levels, q: np.ndarray, n_q: int)
     # listed first), so the largest contour is a component's; the sweep found it wherever bounds or
     # exact areas settle it (``_levelsets._pick_largest``).
     h, w = q.shape[1:]
-    ok = comp['decided'][multi]
-    wb = comp['wbox'][multi[ok]].astype(np.int64)
+    ok = decided[multi]
+    wb = wbox[multi].astype(np.int64)
     out[multi[ok]] = np.stack(
-        [wb[:, 0], wb[:, 1], np.minimum(wb[:, 2] + 1, w - 1), np.minimum(wb[:, 3] + 1, h - 1)], axis=1
+        [wb[ok, 0], wb[ok, 1], np.minimum(wb[ok, 2] + 1, w - 1), np.minimum(wb[ok, 3] + 1, h - 1)], axis=1
     )
-    # Where it did not, each component's polygon area A satisfies
-    #   Q4 <= A <= (x1 - x0) * (y1 - y0)   (Q4: its full 2x2 quads; the polygon lies in its box),
-    # so only components whose bound reaches the quads of the level, less the other bounds, can win.
-    sel = counts[cq] > 1
-    mq = cq[sel]
-    ub = (comp['x1'][sel] - comp['x0'][sel]).astype(np.int64) * (comp['y1'][sel] - comp['y0'][sel])
-    starts = np.flatnonzero(np.r_[True, mq[1:] != mq[:-1]])
-    total = np.add.reduceat(ub, starts)
-    lower = comp['quads'][multi] - (total - np.maximum.reduceat(ub, starts))
-    # Otherwise OpenCV decides, on the box around the candidates (the components whose bound reaches
-    # the leader's lower bound). A component cut by that box keeps a polygon inside its own box, so
-    # it cannot reach the winner: when the largest area there is unique, it is the reference's.
+    # Otherwise OpenCV decides, on the box around the candidates the sweep gave (with a pixel of
+    # margin): a component cut by that box cannot reach the winner, so when the largest area there is
+    # unique, it is the reference's.
     bad = np.flatnonzero(~ok)
     if bad.size == 0:
         return out
-    group = np.cumsum(np.r_[0, mq[1:] != mq[:-1]])  # query of each component, as an index into multi
-    cand = np.flatnonzero(~ok[group] & (ub >= lower[group]))  # grouped by query, one at least in each
-    g_first = np.flatnonzero(np.r_[True, group[cand[1:]] != group[cand[:-1]]])
-    x0 = np.maximum(np.minimum.reduceat(comp['x0'][sel][cand], g_first) - 1, 0).tolist()
-    y0 = np.maximum(np.minimum.reduceat(comp['y0'][sel][cand], g_first) - 1, 0).tolist()
-    x1 = np.minimum(np.maximum.reduceat(comp['x1'][sel][cand], g_first) + 2, w).tolist()
-    y1 = np.minimum(np.maximum.reduceat(comp['y1'][sel][cand], g_first) + 2, h).tolist()
+    x0 = np.maximum(wb[bad, 0] - 1, 0).tolist()
+    y0 = np.maximum(wb[bad, 1] - 1, 0).tolist()
+    x1 = np.minimum(wb[bad, 2] + 2, w).tolist()
+    y1 = np.minimum(wb[bad, 3] + 2, h).tolist()
     qis = multi[bad]
     maps = lv.map_of_query[qis].tolist()
     levels = lv.value_of_query[qis].tolist()
