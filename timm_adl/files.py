@@ -1,12 +1,14 @@
-"""Whole-or-nothing file writes: every file timm-adl writes goes through :func:`atomic_write_bytes`."""
+"""Whole-or-nothing file writes: every file timm-adl writes goes through :func:`atomic_write_bytes` or
+:func:`atomic_copy`."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ['atomic_write_bytes', 'umask_mode']
+__all__ = ['atomic_copy', 'atomic_write_bytes', 'umask_mode']
 
 
 def umask_mode() -> int:
@@ -34,6 +36,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
                 os.fsync(fh.fileno())
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Replace ``dst`` by a copy of ``src`` atomically: a hard link where the file system allows (our
+    checkpoint files are never modified in place, only replaced), else a byte copy."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{dst.name}.', suffix='.tmp', dir=dst.parent)
+    os.close(fd)
+    try:
+        try:
+            os.unlink(tmp)
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, umask_mode())
+        os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -20,15 +20,13 @@ import io
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
 
-from ..files import atomic_write_bytes, umask_mode
+from ..files import atomic_write_bytes
 
 __all__ = [
     'DATA_CONFIG_KEY',
@@ -44,26 +42,6 @@ __all__ = [
 
 _RESUME_RE = re.compile(r'^state-(\d{9})\.pt$')
 DATA_CONFIG_KEY = 'data_config'  # safetensors metadata key of the training input (a timm data config subset)
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by a copy of ``src`` atomically: a hard link where the file system allows (our
-    checkpoint files are never modified in place, only replaced), else a byte copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dst.name}.', suffix='.tmp', dir=dst.parent)
-    os.close(fd)
-    try:
-        try:
-            os.unlink(tmp)
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, umask_mode())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_weights(

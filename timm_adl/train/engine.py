@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..files import atomic_copy
 from .checkpoint import (
-    atomic_copy,
     atomic_write_bytes,
     data_config_metadata,
     latest_resume_point,
