@@ -28,12 +28,15 @@ TIMING_KEYS = ('img_per_s', 'epoch_seconds')
 # torchrun's workers run this script (a real subprocess: torchrun launches it).
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import torch
     torch.set_num_threads(1)
     from timm_adl.train import load_config, run_training
     result = run_training(load_config(json.loads(sys.argv[1])), progress=False)
-    print('RESULT', json.dumps(result))
+    # The ranks share one stdout pipe and print() may split a line into several writes, so long lines
+    # interleave (seen in CI). The test reads summary.json (written by rank 0); this short line, one
+    # os.write below PIPE_BUF and so atomic, only says which rank saw which world size.
+    os.write(1, f'RANK {os.environ["RANK"]} WORLD {result["world_size"]}\\n'.encode())
     """
 )
 
@@ -234,7 +237,8 @@ def test_torchrun_two_processes_matches_single(data_root, tmp_path):
     out, err = p_multi.communicate(timeout=300)
     assert p_multi.returncode == 0, f'torchrun failed:\n{out}\n{err[-3000:]}'
     _join(p_single)
-    res_multi = json.loads(out.split('RESULT ', 1)[1].splitlines()[0])
+    assert 'RANK 0 WORLD 2' in out and 'RANK 1 WORLD 2' in out, out
+    res_multi = json.loads((tmp_path / 'ddp' / 'summary.json').read_text())
     res_single = json.loads((tmp_path / 'single' / 'summary.json').read_text())
     assert res_single['world_size'] == 1 and res_multi['world_size'] == 2
 
