@@ -116,7 +116,7 @@ def sweep(
     re = np.empty(size + 1, dtype=np.int32)
     ry = np.empty(size + 1, dtype=np.int32)
     rpv = np.empty(size + 1, dtype=np.int32)
-    rpx = np.empty(size + 1, dtype=np.int32)  # the first column of a run's peak
+    rpx = np.empty(size + 1, dtype=np.int32)  # a column of a run's peak (its last)
     cx = np.empty(size, dtype=np.int32)  # column runs: column, peak level, row run of the peak
     cv = np.empty(size, dtype=np.int32)
     crun = np.empty(size, dtype=np.int32)
@@ -170,34 +170,30 @@ def sweep(
             row_first[y] = nr
             rs[nr] = 0
             ry[nr] = y
-            pk = lut[q[m, y, 0]]
-            px = 0
-            cur[y, 0] = pk
+            prev = lut[q[m, y, 0]]
+            cur[y, 0] = prev
             falling = False
             rid[y, 0] = nr
-            prev = pk
-            for x in range(1, w):
+            for x in range(1, w):  # both branches are rare: no per-pixel dependency but prev's
                 a = lut[q[m, y, x]]
                 cur[y, x] = a
                 d = a - prev
-                if (d > 0) & falling:  # a valley: a new run starts here
+                if (d < 0) & ~falling:  # the first fall: the peak is the pixel before
+                    rpv[nr] = prev
+                    rpx[nr] = x - 1
+                    falling = True
+                elif (d > 0) & falling:  # a valley: a new run starts here
                     re[nr] = x - 1
-                    rpv[nr] = pk
-                    rpx[nr] = px
                     nr += 1
                     rs[nr] = x
                     ry[nr] = y
-                    pk = a
-                    px = x
                     falling = False
-                falling = falling | (d < 0)
-                px = x if a > pk else px
-                pk = max(pk, a)
                 rid[y, x] = nr
                 prev = a
+            if not falling:  # still rising at the border: the peak is the last pixel
+                rpv[nr] = prev
+                rpx[nr] = w - 1
             re[nr] = w - 1
-            rpv[nr] = pk
-            rpx[nr] = px
             nr += 1
             for r in range(r0, nr - 1):
                 v = min(cur[y, re[r]], cur[y, rs[r + 1]])
