@@ -68,3 +68,34 @@ def test_boxes_inside_the_image_and_kept_pixels_inside_the_largest_box(scoremap,
             n, labels = cv2.connectedComponents(kept.astype(np.uint8), connectivity=8)
             inside = labels[y0 : y1 + 1, x0 : x1 + 1]
             assert any((labels == k).sum() == (inside == k).sum() for k in range(1, n))
+
+
+@st.composite
+def unimodal(draw, n: int):
+    """A sequence of ``n`` small levels that rises (not strictly) to a peak, then falls; and the peak's
+    last column, as the sweep records it."""
+    peak = draw(st.integers(0, n - 1))
+    steps = draw(st.lists(st.integers(0, 2), min_size=n - 1, max_size=n - 1))
+    seq = [draw(st.integers(0, 3))]
+    for s in steps[:peak]:
+        seq.append(seq[-1] + s)
+    for s in steps[peak:]:
+        seq.append(seq[-1] - s)
+    last = peak
+    while last + 1 < n and seq[last + 1] == seq[peak]:
+        last += 1
+    return np.array(seq, dtype=np.int16), last
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.tuples(unimodal(n), unimodal(n), st.integers(0, n - 1))))
+def test_pass_level_is_the_scanned_maximum(case):
+    """The sweep's bisection for the highest level at which two stacked runs touch equals the scan."""
+    from timm_adl.metrics._levelsets import _pass_level
+
+    (top, p), (bot, q), lo = case
+    n = top.size
+    for hi in range(lo, n):
+        expected = max(min(int(a), int(b)) for a, b in zip(top[lo : hi + 1], bot[lo : hi + 1], strict=True))
+        got = _pass_level(top, bot, lo, hi, min(max(p, lo), hi), min(max(q, lo), hi))
+        assert got == expected, (top.tolist(), bot.tolist(), lo, hi)

@@ -26,15 +26,19 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def quantise(maps: np.ndarray) -> np.ndarray:
-    """The reference's ``(map * 255).astype(uint8)``, in float64 (truncation), for an (N, H, W) batch."""
+def quantise(maps: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The reference's ``(map * 255).astype(uint8)``, in float64 (truncation), for an (N, H, W) batch, and
+    whether every value was in [0, 1] (False for NaN): the range check rides on the same pass."""
     n, h, w = maps.shape
     out = np.empty((n, h, w), dtype=np.uint8)
+    in_range = True
     for i in range(n):
         for y in range(h):
             for x in range(w):
-                out[i, y, x] = np.uint8(np.float64(maps[i, y, x]) * 255.0)
-    return out
+                v = np.float64(maps[i, y, x])
+                in_range &= (v >= 0.0) & (v <= 1.0)
+                out[i, y, x] = np.uint8(v * 255.0) if v >= 0.0 and v <= 1.0 else np.uint8(0)
+    return out, in_range
 
 
 @numba.njit(cache=True, nogil=True, inline='always')
@@ -106,7 +110,6 @@ def sweep(
     cur = np.empty((h, w), dtype=np.int16)
     m3 = np.empty((h, w), dtype=np.int16)
     vpy = np.empty((h, w), dtype=np.int16)
-    cpk = np.empty(w, dtype=np.int16)
     cpy = np.empty(w, dtype=np.int16)
     cfall = np.empty(w, dtype=np.int16)
     lut = np.empty(256, dtype=np.int16)
@@ -207,30 +210,32 @@ def sweep(
         # where a run ends, its peak is noted at the next run's first pixel and collected afterwards
         nc = 0
         for x in range(w):
-            cpk[x] = cur[0, x]
             cpy[x] = 0
             cfall[x] = 0
-        for y in range(1, h):
+        for y in range(1, h):  # as for the rows, a run's peak is the pixel before its first fall
+            ends = 0
             for x in range(w):
-                a = cur[y, x]
-                d = a - cur[y - 1, x]
+                d = cur[y, x] - cur[y - 1, x]
+                down = np.int16(d < 0)
                 valley = np.int16(d > 0) & cfall[x]
                 vpy[y, x] = cpy[x] if valley else -1
-                pk0 = -1 if valley else cpk[x]
-                cpy[x] = y if a > pk0 else cpy[x]
-                cpk[x] = max(pk0, a)
-                cfall[x] = (cfall[x] & (1 - valley)) | np.int16(d < 0)
-        for y in range(1, h):
-            for x in range(w):
+                cpy[x] = y - 1 if down & (1 - cfall[x]) else cpy[x]
+                cfall[x] = (cfall[x] & (1 - valley)) | down
+                ends += valley
+            x = 0
+            while ends > 0:  # the few runs that end on this row (most rows: none or a couple)
                 if vpy[y, x] >= 0:
                     cx[nc] = x
                     cv[nc] = cur[vpy[y, x], x]
                     crun[nc] = rid[vpy[y, x], x]
                     nc += 1
-        for x in range(w):
+                    ends -= 1
+                x += 1
+        for x in range(w):  # the last run of each column: still rising at the border, its peak is there
+            py = cpy[x] if cfall[x] else h - 1
             cx[nc] = x
-            cv[nc] = cpk[x]
-            crun[nc] = rid[cpy[x], x]
+            cv[nc] = cur[py, x]
+            crun[nc] = rid[py, x]
             nc += 1
         if foreground:  # the best of each pixel and its row neighbours, then within its run only
             for y in range(h):
@@ -246,6 +251,8 @@ def sweep(
         below = m3 if foreground else cur
         # passes between runs of consecutive rows: over each overlap of a run above with one below
         for y in range(h - 1):
+            top = cur[y]
+            bot = below[y + 1]
             i = row_first[y]
             j = row_first[y + 1]
             i_end = row_first[y + 1]
@@ -253,9 +260,8 @@ def sweep(
             while i < i_end and j < j_end:
                 lo = max(rs[i], rs[j])
                 hi = min(re[i], re[j])
-                v = 0
-                for x in range(lo, hi + 1):
-                    v = max(v, min(cur[y, x], below[y + 1, x]))
+                p = min(max(rpx[i], lo), hi)
+                v = _pass_level(top, bot, lo, hi, p, min(max(rpx[j], lo), hi))
                 if v > 0:
                     ea[ne] = i
                     eb[ne] = j
@@ -387,6 +393,35 @@ def sweep(
         if foreground and cnt > seg + 1:  # emitted from the top query down: reverse the query groups
             _reverse_groups(oq, ox0, oy0, ox1, oy1, seg, cnt)
     return oq[:cnt], ox0[:cnt], oy0[:cnt], ox1[:cnt], oy1[:cnt], decided, wbox
+
+
+@numba.njit(cache=True, nogil=True, inline='always')
+def _pass_level(top: np.ndarray, bot: np.ndarray, lo: int, hi: int, p: int, q: int) -> int:
+    """``max(min(top[x], bot[x]) for x in [lo, hi])`` where ``top`` rises to ``p`` then falls and ``bot``
+    rises to ``q`` then falls, in O(log) instead of a scan (the scans cost a quarter of a sweep).
+
+    Below ``min(p, q)`` both rise and above ``max(p, q)`` both fall, so the maximum there is at those two
+    ends; between them one falls while the other rises, so their minimum is the rising one up to the
+    first column ``c`` where the falling one is not above it, then the falling one: its maximum is at
+    ``c - 1`` or ``c``, and ``c`` is found by bisection.
+    """
+    a = min(p, q)
+    b = max(p, q)
+    fall = top if p <= q else bot
+    rise = bot if p <= q else top
+    left = a
+    right = b + 1
+    while left < right:  # the first column of [a, b] where fall <= rise, or b + 1
+        mid = (left + right) >> 1
+        met = fall[mid] <= rise[mid]
+        right = mid if met else right
+        left = left if met else mid + 1
+    v = max(min(top[a], bot[a]), min(top[b], bot[b]))
+    if left <= b:
+        v = max(v, min(top[left], bot[left]))
+    if left > a:
+        v = max(v, min(top[left - 1], bot[left - 1]))
+    return v
 
 
 @numba.njit(cache=True, nogil=True, inline='always')

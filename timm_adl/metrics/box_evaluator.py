@@ -6,16 +6,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._levelsets import quantise
 from .boxes import (
     BoxWorkers,
-    as_scoremaps,
     batch_boxes,
     best_iou,
     check_gt_boxes,
     check_num_threads,
     check_thresholds,
     chunk_bounds,
+    quantised_scoremaps,
 )
 
 
@@ -91,10 +90,10 @@ class BoxEvaluator:
 
     def update(self, scoremaps, gt_boxes) -> None:
         """Add a batch: ``scoremaps`` (N, H, W) in [0, 1]; ``gt_boxes`` N arrays (K_i, 4) at H x W."""
-        maps = as_scoremaps(scoremaps)
-        n, h, w = maps.shape
+        # q is our own copy: the caller may reuse its arrays while the workers run
+        q = quantised_scoremaps(scoremaps)[1]
+        n, h, w = q.shape
         gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
-        q = quantise(maps)  # our own copy: the caller may reuse its arrays while the workers run
 
         def chunk(a: int, b: int) -> np.ndarray:
             res = batch_boxes(q[a:b], self.cam_thresholds, self.multi_contour, not self.multi_contour)

@@ -115,11 +115,12 @@ def default_cam_thresholds() -> np.ndarray:
     return np.arange(0, 1, 0.01)
 
 
-def as_scoremaps(scoremaps, name: str = 'scoremaps') -> np.ndarray:
+def as_scoremaps(scoremaps, name: str = 'scoremaps', check_range: bool = True) -> np.ndarray:
     """(N, H, W) float32 or float64 array from an array, tensor or sequence of 2-D maps, checked.
 
-    Maps must be finite and in [0, 1], as the reference requires. float32 and float64 are kept as they
-    are (the 8-bit quantisation is done in float64, as the reference does after ``t2n``).
+    Maps must be finite and in [0, 1], as the reference requires (``check_range=False`` leaves that to
+    the caller: :func:`quantised_scoremaps` checks it while quantising). float32 and float64 are kept as
+    they are (the 8-bit quantisation is done in float64, as the reference does after ``t2n``).
     """
     if hasattr(scoremaps, 'detach'):  # a torch tensor
         import torch
@@ -142,13 +143,28 @@ def as_scoremaps(scoremaps, name: str = 'scoremaps') -> np.ndarray:
         raise ValueError(
             f'{name} must be between 1 and 31999 pixels high and wide, got {tuple(arr.shape[1:])}'
         )
+    if check_range:
+        _check_range(arr, name)
+    return np.ascontiguousarray(arr)
+
+
+def _check_range(arr: np.ndarray, name: str) -> None:
     if arr.size:
         lo, hi = float(arr.min()), float(arr.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(f'{name} must not contain NaN or infinite values')
         if lo < 0 or hi > 1:
             raise ValueError(f'{name} must be in [0, 1] (min-max normalised), got values in [{lo:g}, {hi:g}]')
-    return np.ascontiguousarray(arr)
+
+
+def quantised_scoremaps(scoremaps, name: str = 'scoremaps') -> tuple[np.ndarray, np.ndarray]:
+    """``(maps, q)``: :func:`as_scoremaps` and the reference's 8-bit maps, the range checked in the same
+    pass as the quantisation (``q`` is a new array: the caller may reuse ``scoremaps`` at once)."""
+    maps = as_scoremaps(scoremaps, name, check_range=False)
+    q, in_range = quantise(maps)
+    if not in_range:
+        _check_range(maps, name)
+    return maps, q
 
 
 def quantize_scoremaps(scoremaps: np.ndarray) -> np.ndarray:
@@ -157,7 +173,7 @@ def quantize_scoremaps(scoremaps: np.ndarray) -> np.ndarray:
     The same kernel as the evaluators' (:func:`._levelsets.quantise`), for maps of any shape.
     """
     arr = np.ascontiguousarray(scoremaps, dtype=np.float64)
-    return quantise(arr.reshape(1, 1, -1)).reshape(arr.shape)
+    return quantise(arr.reshape(1, 1, -1))[0].reshape(arr.shape)
 
 
 def check_boxes(boxes, name: str = 'boxes') -> np.ndarray:
@@ -282,7 +298,7 @@ def _prepare(q: np.ndarray, thresholds: np.ndarray):
 
 
 def batch_boxes(q: np.ndarray, thresholds: np.ndarray, multi_contour: bool, largest: bool = True) -> dict:
-    """Boxes of every 8-bit map (``quantise(scoremaps)``) of a batch at every threshold.
+    """Boxes of every 8-bit map (``quantised_scoremaps(scoremaps)[1]``) of a batch at every threshold.
 
     Returns a dict with ``levels`` (the :class:`_Levels`), and for each variant asked for,
     ``largest``: (Q, 4) int64 box per query; ``contours`` and ``holes``: ``(query (B,), boxes (B, 4))`` of
@@ -395,9 +411,9 @@ def extract_boxes(
     arr = scoremap.detach().cpu().numpy() if hasattr(scoremap, 'detach') else np.asarray(scoremap)
     if arr.ndim != 2:
         raise ValueError(f'scoremap must be 2-D (H, W), got shape {tuple(arr.shape)}')
-    maps = as_scoremaps(arr[None], 'scoremap')
+    q = quantised_scoremaps(arr[None], 'scoremap')[1]
     thresholds = check_thresholds(cam_thresholds)
-    res = batch_boxes(quantise(maps), thresholds, multi_contour=multi_contour, largest=not multi_contour)
+    res = batch_boxes(q, thresholds, multi_contour=multi_contour, largest=not multi_contour)
     queries = res['levels'].query[0]
     if not multi_contour:
         return [res['largest'][qi : qi + 1].copy() for qi in queries]

@@ -25,6 +25,7 @@ from .boxes import (
     check_num_threads,
     check_thresholds,
     chunk_bounds,
+    quantised_scoremaps,
 )
 
 __all__ = ['WSOLEvaluator', 'calibrated_accuracy']
@@ -99,7 +100,8 @@ class WSOLEvaluator:
             logits: (N, num_classes) scores; the top-1 class is their arg-max.
             labels: (N,) ground-truth classes.
         """
-        maps = as_scoremaps(cams_gt, 'cams_gt')
+        # q is our own copy: the caller may reuse its arrays while the workers run
+        maps, q = quantised_scoremaps(cams_gt, 'cams_gt')
         n = maps.shape[0]
         gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
         scores = _as_numpy(logits, 'logits')
@@ -119,7 +121,6 @@ class WSOLEvaluator:
             return
         right = scores.argmax(axis=1) == labels
         h, w = maps.shape[1:]
-        q = quantise(maps)  # our own copy: the caller may reuse its arrays while the workers run
 
         # Top-1 Loc: where the prediction is right the top-1 CAM is the ground-truth one; any that
         # differs is scored here, at the fixed threshold (the boxes of the rest come from the workers)
@@ -130,7 +131,7 @@ class WSOLEvaluator:
                 [r and not np.array_equal(a, b) for r, a, b in zip(right, top1, maps, strict=True)]
             )
             if differ.size:
-                res1 = batch_boxes(quantise(top1[differ]), np.array([self.cam_threshold]), False)
+                res1 = batch_boxes(quantise(top1[differ])[0], np.array([self.cam_threshold]), False)
                 iou1 = best_iou(res1, [gt[i] for i in differ])['largest'][res1['levels'].query[:, 0]]
                 differ_ok = iou1 >= 0.5
 
