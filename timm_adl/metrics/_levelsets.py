@@ -212,15 +212,19 @@ def sweep(
         for x in range(w):
             cpy[x] = 0
             cfall[x] = 0
+        none = np.int16(-1)
         for y in range(1, h):  # as for the rows, a run's peak is the pixel before its first fall
-            ends = 0
-            for x in range(w):
-                d = cur[y, x] - cur[y - 1, x]
-                down = np.int16(d < 0)
-                valley = np.int16(d > 0) & cfall[x]
-                vpy[y, x] = cpy[x] if valley else -1
-                cpy[x] = y - 1 if down & (1 - cfall[x]) else cpy[x]
-                cfall[x] = (cfall[x] & (1 - valley)) | down
+            ends = np.int16(0)
+            above = np.int16(y - 1)
+            for x in range(w):  # in 16 bits throughout, so that it runs in the widest vectors
+                a = cur[y, x]
+                b = cur[y - 1, x]
+                fell = cfall[x]
+                down = np.int16(a < b)
+                valley = np.int16(a > b) & fell
+                vpy[y, x] = cpy[x] if valley else none
+                cpy[x] = above if down > fell else cpy[x]
+                cfall[x] = (fell & ~valley) | down
                 ends += valley
             x = 0
             while ends > 0:  # the few runs that end on this row (most rows: none or a couple)
