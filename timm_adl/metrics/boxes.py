@@ -31,7 +31,8 @@ from ._levelsets import best_overlap, quantise, sweep
 
 __all__ = ['default_cam_thresholds', 'extract_boxes', 'iou_inclusive', 'quantize_scoremaps', 'resize_boxes']
 
-CHUNK_PIXELS = 1_600_000  # pixels per call of the compiled sweep: its set-up (large work arrays) amortised
+# pixels per call of the compiled sweep: its set-up (about 0.15 ms, mostly its work arrays) amortised
+CHUNK_PIXELS = 4_000_000
 
 
 def check_num_threads(num_threads: int | None) -> int:
@@ -447,13 +448,38 @@ def check_gt_boxes(gt_boxes, n: int, mode: str = 'all') -> list[np.ndarray]:
         raise ValueError(
             f'gt_boxes must hold one (K, 4) array per score map: got {len(gt_boxes)} for {n} maps'
         )
-    out = []
+    fast = _all_valid_boxes(gt_boxes)
+    if fast is not None:
+        return [a[:1] for a in fast] if mode == 'first' else fast
+    out = []  # something is wrong: check image by image, for an error that names the image
     for i, b in enumerate(gt_boxes):
         arr = check_boxes(b, f'gt_boxes[{i}]')
         if arr.shape[0] == 0:
             raise ValueError(f'gt_boxes[{i}] is empty: every image needs at least one ground-truth box')
         out.append(arr[:1] if mode == 'first' else arr)
     return out
+
+
+def _all_valid_boxes(gt_boxes) -> list[np.ndarray] | None:
+    """The images' int64 boxes, checked all at once (one set of array operations per batch, not per
+    image), or None if any image's boxes would fail :func:`check_boxes` or are empty."""
+    arrays = []
+    for b in gt_boxes:
+        arr = np.asarray(b.detach().cpu().numpy() if hasattr(b, 'detach') else b)
+        if arr.ndim == 1 and arr.size == 4:
+            arr = arr.reshape(1, 4)
+        if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] == 0 or arr.dtype.kind not in 'iuf':
+            return None
+        arrays.append(arr)
+    if not arrays:
+        return []
+    every = np.concatenate(arrays)
+    if every.dtype.kind == 'f' and not (np.isfinite(every).all() and (every == np.floor(every)).all()):
+        return None
+    every = every.astype(np.int64)
+    if (every < 0).any() or (every[:, 2] < every[:, 0]).any() or (every[:, 3] < every[:, 1]).any():
+        return None
+    return np.split(every, np.cumsum([a.shape[0] for a in arrays[:-1]]))
 
 
 def best_iou(res: dict, gt: list[np.ndarray]) -> dict[str, np.ndarray]:
