@@ -279,6 +279,43 @@ def test_box_evaluator_rejects_bad_boxes(gt, match):
         BoxEvaluator().update(np.zeros((1, 8, 8)), gt)
 
 
+def test_ground_truth_checked_per_batch_equals_per_image():
+    """The batch-wide check gives what checking each image gives, for every accepted input form."""
+    from timm_adl.metrics.boxes import check_boxes, check_gt_boxes
+
+    gt = [
+        np.array([[1, 2, 3, 4], [0, 0, 9, 9]]),
+        [5, 5, 6, 7],
+        torch.tensor([[2.0, 2.0, 3.0, 3.0]]),
+        np.array([[1, 1, 2, 2]], dtype=np.uint8),
+    ]
+    for mode in ('all', 'first'):
+        got = check_gt_boxes(gt, 4, mode)
+        want = [check_boxes(b)[:1] if mode == 'first' else check_boxes(b) for b in gt]
+        assert len(got) == 4
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == np.int64 and np.array_equal(g, w)
+
+
+def test_bad_ground_truth_is_named_by_image():
+    good = np.array([[0, 0, 3, 3]])
+    with pytest.raises(ValueError, match=r'gt_boxes\[2\].*x1 >= x0'):
+        BoxEvaluator().update(np.zeros((3, 8, 8)), [good, good, np.array([[5, 5, 2, 2]])])
+    with pytest.raises(ValueError, match=r'gt_boxes\[1\].*whole pixel'):
+        BoxEvaluator().update(np.zeros((2, 8, 8)), [good, np.array([[0.5, 0, 3, 3]])])
+
+
+@pytest.mark.parametrize('value, match', [(np.nan, 'NaN'), (np.inf, 'NaN or infinite'), (1.5, r'\[0, 1\]')])
+def test_evaluators_check_the_range_while_quantising(value, match):
+    maps = np.zeros((2, 8, 8), dtype=np.float32)
+    maps[1, 3, 4] = value
+    gt = [np.array([[0, 0, 3, 3]])] * 2
+    with pytest.raises(ValueError, match=match):
+        BoxEvaluator(num_threads=1).update(maps, gt)
+    with pytest.raises(ValueError, match=match):
+        WSOLEvaluator().update(maps, None, gt, np.zeros((2, 3)), np.zeros(2, dtype=np.int64))
+
+
 def test_box_evaluator_rejects_bad_options():
     with pytest.raises(ValueError, match='gt_box_mode'):
         BoxEvaluator(gt_box_mode='last')
