@@ -36,8 +36,9 @@ def quantise(maps: np.ndarray) -> tuple[np.ndarray, bool]:
         for y in range(h):
             for x in range(w):
                 v = np.float64(maps[i, y, x])
-                in_range &= (v >= 0.0) & (v <= 1.0)
-                out[i, y, x] = np.uint8(v * 255.0) if v >= 0.0 and v <= 1.0 else np.uint8(0)
+                ok = (v >= 0.0) & (v <= 1.0)  # False for NaN
+                in_range &= ok
+                out[i, y, x] = np.uint8((v if ok else 0.0) * 255.0)
     return out, in_range
 
 
