@@ -14,6 +14,7 @@ call, which compiles our numba kernels (or loads them from numba's on-disk cache
 
     python benchmarks/eval_speed.py                 # 5,794 maps (the CUB test set), 100 thresholds
     python benchmarks/eval_speed.py --maps 1000 --reference-maps 100
+    python benchmarks/eval_speed.py --breakdown     # also the time of each stage
 """
 
 from __future__ import annotations
@@ -123,6 +124,38 @@ def time_ours(batches: list, multi: bool, num_threads: int) -> tuple[float, floa
     return (time.process_time() - c0) / n, (time.perf_counter() - w0) / n, r
 
 
+def breakdown(batches: list, thresholds: np.ndarray) -> dict[str, float]:
+    """CPU ms per map, one thread, of the stages of an evaluator's update (what the README's list of
+    where the time goes reports)."""
+    from timm_adl.metrics._levelsets import sweep
+    from timm_adl.metrics.boxes import _prepare, quantised_scoremaps
+
+    stages = {
+        'read and quantise the float maps': lambda maps, q, lv, luts: quantised_scoremaps(maps),
+        'foreground sweep, every component': lambda maps, q, lv, luts: sweep(
+            q, luts, lv.k, lv.offset, True, False
+        ),
+        'foreground sweep, picking the largest': lambda maps, q, lv, luts: sweep(
+            q, luts, lv.k, lv.offset, True, True
+        ),
+        'background sweep (the holes)': lambda maps, q, lv, luts: sweep(
+            q, luts, lv.k, lv.offset, False, False
+        ),
+    }
+    prepared = []
+    for maps, _ in batches:
+        q = quantised_scoremaps(maps)[1]
+        prepared.append((maps, q, *_prepare(q, thresholds)))
+    n = sum(len(maps) for maps, _ in batches)
+    out = {}
+    for name, stage in stages.items():
+        c0 = time.process_time()
+        for args in prepared:
+            stage(*args)
+        out[name] = (time.process_time() - c0) / n * 1e3
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +165,9 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=64, help='maps per update() call')
     parser.add_argument('--noise', type=float, default=0.04, help='noise of the low-resolution CAMs')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--breakdown', action='store_true', help='also print CPU ms per map of each stage (one thread)'
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)  # OpenCV's own threads off: the reference runs on one core
     thresholds = np.arange(0, 1, 0.01)
@@ -186,6 +222,10 @@ def main() -> None:
         print('  ' + ', '.join(f'MaxBoxAcc@{d} {v:.2f}' for d, v in r['max_box_acc'].items()))
         if not (same and same_threads):
             raise SystemExit('MISMATCH between our curves and the reference algorithm')
+    if args.breakdown:
+        print('\nwhere one thread spends its time (CPU ms per map)')
+        for name, ms in breakdown(batches, thresholds).items():
+            print(f'  {name:40s} {ms:6.3f}')
 
 
 if __name__ == '__main__':
