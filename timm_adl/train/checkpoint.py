@@ -112,9 +112,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f'weights must be a .safetensors file (no pickles are loaded), got {path}')
     if not path.is_file():
         raise FileNotFoundError(f'weights file not found: {path}')
-    return read_weights(
-        path
-    )  # CorruptCheckpointError naming the file when it is truncated or not safetensors
+    # CorruptCheckpointError naming the file when it is truncated or not safetensors (a renamed pickle).
+    return read_weights(path)
 
 
 def _state_bytes(state: dict[str, Any]) -> bytes:
@@ -189,7 +188,8 @@ def load_resume_point(resume_dir: Path) -> ResumePoint | None:
         try:
             weights = load_weights(weights_path)
         except CorruptCheckpointError as err:
-            skipped.append(f'damaged resume file {weights_path} ({err.__cause__ or err!s})')
+            why = err.__cause__ or err  # the safetensors reason, without the Hub-cache advice
+            skipped.append(f'damaged resume file {weights_path} ({type(why).__name__}: {why})')
             continue
         try:
             state = load_state(state_path)
