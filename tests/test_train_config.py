@@ -179,8 +179,10 @@ def test_resume_point_pairs(tmp_path):
     sd = {'w': torch.ones(2)}
     save_resume_point(tmp_path, 4, sd, {'step': 4})
     save_resume_point(tmp_path, 8, sd, {'step': 8})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # the previous pair is kept as a fallback
+        'state-000000004.pt',
         'state-000000008.pt',
+        'weights-000000004.safetensors',
         'weights-000000008.safetensors',
     ]
     (tmp_path / 'weights-000000012.safetensors').write_bytes(b'')  # a kill before the state of step 12 landed

@@ -134,6 +134,8 @@ def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
     import timm
 
     import timm_adl  # noqa: F401  (registers the paper's backbones)
+    from timm_adl.hub.checkpoints import CorruptCheckpointError
+    from timm_adl.hub.weights import read_weights
 
     ckpt = args.checkpoint
     kwargs = parse_model_kwargs(getattr(args, 'model_kwargs', []) or [])
@@ -171,6 +173,10 @@ def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
         raise CliError(
             f'--checkpoint must be a .safetensors file or a folder (no pickles are loaded), got {ckpt}'
         )
+    try:
+        read_weights(ckpt)  # a truncated file or a renamed pickle: one line naming it, not a traceback
+    except CorruptCheckpointError as err:
+        raise CliError(str(err)) from None
     num_classes = kwargs.pop('num_classes', None) or _classifier_rows(ckpt, args.model) or 1000
     try:
         model = timm.create_model(

@@ -7,6 +7,7 @@ gloo on CPU, nccl on GPU); ``batch_size`` is the global batch.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..cli import CliError
 
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from ..hub.checkpoints import CorruptCheckpointError
     from ..train import ConfigError, config_to_dict, load_config, run_training
 
     try:
@@ -49,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end='')
             return 0
+        if args.resume and not Path(cfg.output_dir).is_dir():
+            raise ConfigError(
+                f'--resume: output_dir {cfg.output_dir} does not exist, so there is no run to continue'
+            )
         run_training(cfg, resume=args.resume, progress=not args.no_progress)
-    except ConfigError as err:
+    except (ConfigError, CorruptCheckpointError) as err:
         raise CliError(str(err)) from None
     return 0

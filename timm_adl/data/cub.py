@@ -25,6 +25,7 @@ from .records import (
     WSOLRecord,
     check_box,
     check_choice,
+    join_inside,
     parse_number,
     read_table,
     require_file,
@@ -91,7 +92,7 @@ def load_cub_records(
 
     want = 1 if split == 'train' else 0
     records = []
-    for image_id, (_, (rel_path,)) in paths.items():
+    for image_id, (path_line, (rel_path,)) in paths.items():
         if image_id not in splits:
             raise WSOLDataError(
                 f'image id {image_id} ({rel_path}) has no entry in {files["train_test_split.txt"]}'
@@ -124,7 +125,9 @@ def load_cub_records(
             parse_number(v, float, files['bounding_boxes.txt'], box_line, 'box value') for v in box_fields
         )
         box = (x, y, x + w, y + h)
-        path = os.path.join(base, 'images', rel_path)
+        path = join_inside(
+            os.path.join(base, 'images'), rel_path, f'{files["images.txt"]}:{path_line}', 'image path'
+        )
         size = _image_size(path, rel_path)
         check_box(box, size, rel_path, f'{files["bounding_boxes.txt"]}:{box_line}')
         records.append(WSOLRecord(image_id=rel_path, path=path, label=label, size=size, boxes=(box,)))

@@ -32,6 +32,7 @@ from .records import (
     WSOLRecord,
     check_box,
     check_choice,
+    read_lines,
     require_file,
     select_boxes,
 )
@@ -53,17 +54,14 @@ def read_synsets(path: str) -> list[str]:
     require_file(path, 'synset mapping')
     synsets: list[str] = []
     seen: dict[str, int] = {}
-    with open(path, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            synset = line.split()[0]
-            if synset in seen:
-                raise WSOLDataError(
-                    f'{path}:{lineno}: synset {synset} repeated (first on line {seen[synset]})'
-                )
-            seen[synset] = lineno
-            synsets.append(synset)
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        synset = line.split()[0]
+        if synset in seen:
+            raise WSOLDataError(f'{path}:{lineno}: synset {synset} repeated (first on line {seen[synset]})')
+        seen[synset] = lineno
+        synsets.append(synset)
     if not synsets:
         raise WSOLDataError(f'synset mapping {path} is empty')
     return synsets

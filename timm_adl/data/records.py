@@ -7,6 +7,7 @@ with the file and line (or id) that caused it, instead of as a ``KeyError`` half
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,9 @@ __all__ = [
     'check_box',
     'check_choice',
     'choice_error',
+    'join_inside',
     'parse_number',
+    'read_lines',
     'read_table',
     'require_file',
     'select_boxes',
@@ -81,19 +84,52 @@ def read_table(path: str, sep: str | None, ncols: int | Sequence[int]) -> Iterat
     with an empty ignore path). Line numbers are 1-based so messages match an editor.
     """
     allowed = (ncols,) if isinstance(ncols, int) else tuple(ncols)
-    with open(path, encoding='utf-8') as f:
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        fields = line.strip().split() if sep is None else line.split(sep)
+        if len(fields) not in allowed:
+            want = ' or '.join(str(n) for n in allowed)
+            raise WSOLDataError(
+                f'{path}:{lineno}: expected {want} fields separated by {sep or "whitespace"!r}, '
+                f'got {len(fields)}: {line!r}'
+            )
+        yield lineno, fields
+
+
+def read_lines(path: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file, line ends removed.
+
+    A UTF-8 byte-order mark (Windows editors write one) is dropped rather than glued to the first image
+    id; any other encoding (UTF-16, Latin-1) is refused with the file and line, not a bare
+    ``UnicodeDecodeError``.
+    """
+    with open(path, 'rb') as f:
         for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip('\r\n')
-            if not line.strip():
-                continue
-            fields = line.strip().split() if sep is None else line.split(sep)
-            if len(fields) not in allowed:
-                want = ' or '.join(str(n) for n in allowed)
+            if lineno == 1:
+                if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    raise WSOLDataError(f'{path}:1: the file is UTF-16 text; save it as UTF-8')
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                line = raw.decode('utf-8')
+            except UnicodeDecodeError as err:
                 raise WSOLDataError(
-                    f'{path}:{lineno}: expected {want} fields separated by {sep or "whitespace"!r}, '
-                    f'got {len(fields)}: {line!r}'
-                )
-            yield lineno, fields
+                    f'{path}:{lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1}); '
+                    'save the file as UTF-8'
+                ) from None
+            yield lineno, line.rstrip('\r\n')
+
+
+def join_inside(root: str, rel: str, where: str, what: str = 'image id') -> str:
+    """``root/rel``, refusing a ``rel`` that is absolute or climbs out with ``..``: an annotation file
+    must not make the loader read files outside the data root."""
+    parts = rel.replace('\\', '/').split('/')
+    if os.path.isabs(rel) or rel.startswith(('/', '\\')) or '..' in parts or os.path.splitdrive(rel)[0]:
+        raise WSOLDataError(
+            f'{where}: {what} {rel!r} points outside the data root (absolute or with ..); '
+            'paths must be relative to the root'
+        )
+    return os.path.join(root, rel)
 
 
 def parse_number(text: str, kind: type, path: str, lineno: int, what: str) -> int | float:

@@ -31,6 +31,7 @@ from .records import (
     check_box,
     check_choice,
     choice_error,
+    join_inside,
     parse_number,
     read_table,
     require_file,
@@ -118,7 +119,7 @@ def _read_localization(path: str) -> tuple[str | None, dict[str, list], dict[str
 
 
 def _mask_file(mask_root: str, rel: str, image_id: str, where: str) -> str:
-    path = os.path.join(mask_root, rel)
+    path = join_inside(mask_root, rel, where, 'mask path')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'mask of image {image_id!r} ({where}) not found: {path}')
     return path
@@ -197,7 +198,7 @@ def load_wsol_metadata_records(
 
     records = []
     for lineno, image_id in ids:
-        path = os.path.join(root, image_id)
+        path = join_inside(root, image_id, f'{ids_file}:{lineno}')
         if not os.path.isfile(path):
             raise FileNotFoundError(f'image {image_id!r} ({ids_file}:{lineno}) not found: {path}')
         record = dict(image_id=image_id, path=path, label=labels[image_id][1][0])

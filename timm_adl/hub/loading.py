@@ -15,9 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import safetensors
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import RevisionNotFoundError
+from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from timm.models import create_model, is_model, list_models
 from torch import nn
@@ -32,6 +31,7 @@ from .checkpoints import (
     corrupt_message,
     not_published_message,
 )
+from .weights import read_weights
 
 __all__ = ['LoadedModel', 'load', 'verify_weights']
 
@@ -80,12 +80,45 @@ def verify_weights(path: str | os.PathLike, where: str | None = None) -> None:
         raise CorruptCheckpointError(
             corrupt_message(where, ValueError('content does not match the hash it is stored under'))
         )
+    read_weights(path, where)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict; a truncated or non-JSON file is a ``CorruptCheckpointError`` naming it."""
     try:
-        with safetensors.safe_open(str(path), framework='pt') as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open objects are not iterable)
-                f.get_tensor(key)
-    except (safetensors.SafetensorError, OSError, ValueError) as err:
-        raise CorruptCheckpointError(corrupt_message(where, err)) from err
+        config = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as err:
+        raise CorruptCheckpointError(
+            f'{path} is not valid JSON ({err.msg}, line {err.lineno}): truncated?'
+        ) from None
+    except UnicodeDecodeError:
+        raise CorruptCheckpointError(f'{path} is not valid JSON (not UTF-8 text)') from None
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f'{path} must hold a JSON object, got {type(config).__name__}')
+    return config
+
+
+def _checked_labels(model: nn.Module, where: str) -> list[str] | None:
+    """The label names of config.json, refused when their count differs from the model's classes."""
+    labels = model.pretrained_cfg.get('label_names')
+    num_classes = getattr(model, 'num_classes', None)
+    if labels is not None and num_classes is not None and len(labels) != num_classes:
+        raise ValueError(
+            f'{where}: config.json has {len(labels)} label_names but the model has {num_classes} classes'
+        )
+    return labels
+
+
+def _not_found(name: str, err: Exception) -> Exception:
+    """The error for a name that is neither a local folder nor a valid Hub repo id: say what was looked for."""
+    looked = f'no local folder {name!r} (with config.json and {WEIGHTS_NAME})'
+    if Path(name).is_file():
+        return ValueError(
+            f'{name} is a file: load takes a folder written by save_pretrained or a Hub repo id'
+        )
+    if name.startswith(('/', '.', '~')) or name.count('/') > 1:  # a path, not ORG/NAME
+        return FileNotFoundError(f'{looked}; it is not a Hub repo id (ORG/NAME) either')
+    return ValueError(f'{looked}, and {name!r} is not a Hub repo id of the form ORG/NAME ({err})')
 
 
 def _check_architecture(config: dict[str, Any], where: str) -> None:
@@ -140,12 +173,12 @@ def _load_local(folder: Path, **kwargs: Any) -> LoadedModel:
         if not path.is_file():
             extra = ' (timm_adl loads safetensors weights only, no pickle)' if path == weights else ''
             raise FileNotFoundError(f'{path} not found{extra}')
-    config = json.loads(config_path.read_text(encoding='utf-8'))
+    config = _read_config(config_path)
     _check_architecture(config, str(folder))
     verify_weights(weights)
     model = create_model(f'local-dir:{folder}', pretrained=True, **kwargs)
     _check_points(model, config, str(folder), kwargs)
-    return LoadedModel(model.eval(), model.pretrained_cfg.get('label_names'))
+    return LoadedModel(model.eval(), _checked_labels(model, str(folder)))
 
 
 def load(
@@ -180,12 +213,15 @@ def load(
         if revision is not None and revision != at:
             raise ValueError(f'two revisions given: {at!r} in the name and revision={revision!r}')
         revision = at
-    validate_repo_id(name)
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise _not_found(name, err) from None
     config_path = _download(name, 'config.json', revision, cache_dir)
     # Pin the commit the config came from, so the weights and timm's own reads come from the same one.
     commit = config_path.parent.name if config_path.parent.parent.name == 'snapshots' else revision
     weights = _download(name, WEIGHTS_NAME, commit, cache_dir)
-    config = json.loads(config_path.read_text(encoding='utf-8'))
+    config = _read_config(config_path)
     where = f'Hub repo {name}' + (f'@{commit}' if commit else '')
     _check_architecture(config, where)
     verify_weights(weights, where=f'{WEIGHTS_NAME} of {where} ({weights})')
@@ -196,4 +232,4 @@ def load(
         **kwargs,
     )
     _check_points(model, config, where, kwargs)
-    return LoadedModel(model.eval(), model.pretrained_cfg.get('label_names'))
+    return LoadedModel(model.eval(), _checked_labels(model, where))

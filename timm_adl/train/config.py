@@ -7,8 +7,10 @@ checkpoints (``config.yaml``) and what ``--resume`` compares against.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -44,6 +46,10 @@ AMP_MODES = ('none', 'bf16', 'fp16')
 
 class ConfigError(ValueError):
     """A recipe or override that cannot run: the message is one line naming the bad key or value."""
+
+
+class _NotFinite(ConfigError):
+    """A NaN or infinite number: reported as such even inside ``X | None`` keys."""
 
 
 @dataclass
@@ -204,6 +210,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
+        for err in errors:  # a number of the right type, but NaN or infinite: say so, not "wrong type"
+            if isinstance(err, _NotFinite):
+                raise err
         raise ConfigError(f'config key {key!r} expects {_type_name(tp)}, got {value!r}')
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -224,14 +233,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f'config key {key!r} expects an integer, got {value!r}')
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '1e-4' as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f'config key {key!r} expects a number, got {value!r}')
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads '1e-4' as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f'config key {key!r} expects a number, got {value!r}')
+        if not math.isfinite(number):  # .nan passes every range check and fails at step 1
+            raise _NotFinite(f'config key {key!r} expects a finite number, got {value!r}')
+        return number
     if tp is str:
         if isinstance(value, (str, os.PathLike)):
             return os.fspath(value)
@@ -364,6 +376,20 @@ def _choice(key: str, value: str, allowed: Iterable[str]) -> None:
         close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f' (did you mean {close[0]!r}?)' if close else ''
         raise ConfigError(f'config key {key!r} must be one of {", ".join(allowed)}; got {value!r}{hint}')
+
+
+def check_finite(cfg: Any, prefix: str = '') -> None:
+    """Every float of the config tree is finite: a ``TrainConfig`` built in code skips ``load_config``'s
+    type checks, and a NaN learning rate passes every range check (``nan <= 0`` is false)."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_finite(value, key + '.')
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f'config key {key!r} expects a finite number, got {value!r}')
 
 
 def check_values(cfg: TrainConfig) -> None:

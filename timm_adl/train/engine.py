@@ -24,7 +24,7 @@ from .checkpoint import (
     atomic_write_bytes,
     data_config_metadata,
     latest_resume_point,
-    load_state,
+    load_resume_point,
     load_weights,
     save_resume_point,
     save_weights,
@@ -39,6 +39,7 @@ from .distributed import (
     seed_everything,
     set_rng_state,
 )
+from .lock import lock_output_dir
 from .optim import build_optimizer, head_param_names, lr_factor, set_lr
 from .preflight import preflight, resolve_device
 
@@ -129,13 +130,16 @@ def build_model(cfg: TrainConfig, num_classes: int | None, info: DistInfo) -> tu
                 raise ConfigError(f'model {cfg.model!r} has no ADL layers: give adl.after (insertion points)')
             from ..surgery import insert
 
-            model = insert(
-                model,
-                after=cfg.adl.after,
-                drop_rate=cfg.adl.drop_rate,
-                gamma=cfg.adl.gamma,
-                per_sample=cfg.adl.per_sample,
-            )
+            try:
+                model = insert(
+                    model,
+                    after=cfg.adl.after,
+                    drop_rate=cfg.adl.drop_rate,
+                    gamma=cfg.adl.gamma,
+                    per_sample=cfg.adl.per_sample,
+                )
+            except ValueError as err:  # an unknown point: the message lists the closest valid ones
+                raise ConfigError(f'adl.after: {err}') from None
     return model, new_params
 
 
@@ -297,9 +301,16 @@ def run_training(
     info = init_distributed(device.type)
     if info.enabled and device.type == 'cuda':
         device = torch.device('cuda', info.local_rank)
+    lock = None
     try:
+        # Before any work: a second run on the same output_dir stops here, naming the first.
+        lock = lock_output_dir(
+            cfg.output_dir, is_main=info.is_main, distributed=info.enabled, warn=lambda m: _log(info, m)
+        )
         return _run(cfg, device, info, resume=resume, progress=progress)
     finally:
+        if lock is not None:
+            lock.release()
         if info.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -381,11 +392,13 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     }
     seed_everything(cfg.seed + info.rank)
     if point is not None:
-        weights_path, state_path = point
-        saved = load_state(state_path)
+        loaded = load_resume_point(resume_dir)  # falls back to the previous pair if a file is damaged
+        for line in loaded.skipped:
+            _log(info, f'warning: {line}')
+        saved, state_path = loaded.state, loaded.state_path
         if saved.get('version') != STATE_VERSION:
             raise ConfigError(f'{state_path} is a training state of another version ({saved.get("version")})')
-        model.load_state_dict(load_weights(weights_path))
+        model.load_state_dict(loaded.weights)
         optimizer.load_state_dict(saved['optimizer'])
         if saved.get('scaler'):
             scaler.load_state_dict(saved['scaler'])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_finite
 
 __all__ = ['check_model_name', 'preflight', 'resolve_device']
 
@@ -56,6 +56,7 @@ def _require_file(key: str, path: str) -> None:
 
 def preflight(cfg: TrainConfig) -> None:
     """Model name, data directories and weight files exist; nothing heavy is loaded."""
+    check_finite(cfg)
     check_model_name(cfg.model)
     _require_dir('data.root', cfg.data.root)
     if cfg.data.name == 'wsol-metadata':
