@@ -130,10 +130,25 @@ class _Evaluators:
         return out.replace(cam_method=cam_method)
 
 
-def _distributed() -> bool:
+def _sum_over_ranks(loader: Iterable, all_reduce: bool | None) -> bool:
+    """Whether to sum the counts over the ranks: as asked, else when the loader reads a shard
+    (``ShardSampler``) in an initialised process group of several ranks."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    from .data import ShardSampler
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    if all_reduce is not None:
+        return all_reduce
+    return isinstance(getattr(loader, 'sampler', None), ShardSampler)
+
+
+def _accepts_method(compute_cams: Callable) -> bool:
+    """Whether ``compute_cams`` takes ``method=`` (every version that offers more than plain CAM does)."""
+    import inspect
+
+    return 'method' in inspect.signature(compute_cams).parameters
 
 
 def _named(err: ValueError, start: int, image_ids: Sequence[str] | None) -> ValueError:
@@ -185,6 +200,7 @@ def evaluate(
     channels_last: bool = False,
     on_batch: Callable[[EvalBatch], None] | None = None,
     progress: str | None = None,
+    all_reduce: bool | None = None,
 ) -> WSOLResult:
     """Every WSOL metric of ``model``'s CAMs on ``loader`` (percent), as one :class:`WSOLResult`.
 
@@ -202,6 +218,8 @@ def evaluate(
         device, amp_dtype, channels_last: where and how the forward pass runs.
         on_batch: called with an :class:`EvalBatch` after each batch (pictures, saved maps, diagnostics).
         progress: a label: show a progress bar on stderr (off when stderr is not a terminal).
+        all_reduce: sum the counts over the ``torch.distributed`` ranks (every rank must call this);
+            default: when the loader's sampler is a ``ShardSampler`` and a process group is initialised.
     """
     from .cam import compute_cams
 
@@ -215,8 +233,8 @@ def evaluate(
         iou_thresholds=iou_thresholds,
         gt_box_mode=gt_box_mode,
     )
-    # compute_cams takes method= once timm_adl.cam offers several; plain CAM needs no keyword
-    method_kw = {} if cam_method == 'cam' else {'method': cam_method}
+    # before timm_adl.cam offered several methods compute_cams had no method= (plain CAM only)
+    method_kw = {'method': cam_method} if _accepts_method(compute_cams) else {}
     ids = _image_ids(loader)
     was_training = model.training
     model.eval()
@@ -239,7 +257,7 @@ def evaluate(
             start += len(batch[0])
     finally:
         model.train(was_training)
-    if _distributed():
+    if _sum_over_ranks(loader, all_reduce):
         evs.all_reduce()
     return evs.result(cam_method)
 
@@ -255,6 +273,7 @@ def evaluate_scoremaps(
     cam_method: str | None = None,
     on_batch: Callable[[EvalBatch], None] | None = None,
     progress: str | None = None,
+    all_reduce: bool | None = None,
 ) -> WSOLResult:
     """:func:`evaluate` for score maps made elsewhere: ``scoremaps(start, batch)`` gives a batch's (N, H, W)
     maps. No predictions, so no Top-1 metrics; GT-known Loc, MaxBoxAcc, MaxBoxAccV2 and PxAP of the maps."""
@@ -277,11 +296,6 @@ def evaluate_scoremaps(
         if on_batch is not None:
             on_batch(EvalBatch(start, batch[0], batch[1], batch[2], cams))
         start += len(batch[0])
-    if _distributed():
+    if _sum_over_ranks(loader, all_reduce):
         evs.all_reduce()
     return evs.result(cam_method)
-
-
-def default_thresholds(interval: float) -> np.ndarray:
-    """The fair protocol's CAM threshold grid for a step: ``np.arange(0, 1, interval)``."""
-    return np.arange(0, 1, interval)
