@@ -6,9 +6,10 @@ object localization (WSOL).
 (``hf-hub:``/``local-dir:`` names included) knows them only after this import.
 """
 
-from . import cam, data, hub, metrics, models, train, viz
+from . import cam, data, evaluation, hub, metrics, models, train, viz
 from .adl import ADL, adl_maps
 from .cam import CamResult, cam_geometry, compute_cams
+from .evaluation import evaluate
 from .hub import load
 from .models import BASELINES
 from .points import InsertionPoint, insertion_points
@@ -27,6 +28,8 @@ __all__ = [
     'cam_geometry',
     'compute_cams',
     'data',
+    'evaluate',
+    'evaluation',
     'hub',
     'insert',
     'insertion_points',

@@ -8,7 +8,8 @@ threshold and the fair protocol's MaxBoxAcc), prints a table, and writes:
 * ``DIR/results.json``: one row per seed and method, ``{"seed", "method": "cam"|"adl", "top1_clas",
   "gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2", "train_seconds"}``, metrics in percent;
 * ``DIR/compare.png``: test images with both models' CAMs and boxes (the paper's Figure 3);
-* ``DIR/diagnostics.json``: why the numbers are what they are (per run: Top-1 with the head erased, where
+* ``DIR/diagnostics.json``: why the numbers are what they are (per run: the CAM method of the maps
+  (``cam_method``, the recipes' key), Top-1 with the head erased, where
   the CAM peak lies, and for ADL the Top-1 with the drop mask forced on at every ADL layer).
 
 Every choice (data design, recipes) was made on ``val``/``train-fullsup``; ``test`` is only evaluated.
@@ -91,10 +92,9 @@ def evaluate_split(
     import numpy as np
     import torch
 
-    from ..cam import compute_cams
-    from ..data import create_wsol_dataset
+    from ..data import create_wsol_dataset, create_wsol_loader
     from ..data.synthetic import render_synthetic
-    from ..metrics import WSOLEvaluator
+    from ..evaluation import EvalBatch, evaluate
     from ..train.engine import train_mean_std
 
     num_classes = synth_cfg.num_classes
@@ -114,47 +114,46 @@ def evaluate_split(
     truth = render_synthetic(synth_cfg, split, seed=DATA_SEED, draw_head=False)
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
-    evaluator = WSOLEvaluator(cam_threshold=cfg.cam_threshold)
-    n_nohead = n_peak_head = n_drop = 0
-    keep_cams, keep_boxes = [], []
+    counts = {'nohead': 0, 'peak_head': 0, 'drop': 0}
+    keep: dict[str, Any] = {'cams': [], 'boxes': []}
     adl_eval = _trained_model(cfg, weights, num_classes, with_adl=True) if cfg.adl is not None else None
-    with torch.no_grad():
-        for start in range(0, len(ds), batch_size):
-            items = [ds[i] for i in range(start, min(len(ds), start + batch_size))]
-            images = torch.stack([it[0] for it in items])
-            labels = torch.tensor([it[1] for it in items])
-            boxes = [it[2] for it in items]
-            res = compute_cams(model, images, labels)
-            evaluator.update(res.cams_gt, res.cams_top1, boxes, res.logits, labels)
-            # diagnostics
-            sl = slice(start, start + len(items))
-            nohead = torch.from_numpy(truth['images'][sl]).permute(0, 3, 1, 2).float() / 255.0
-            nohead = (nohead - mean_t) / std_t
-            n_nohead += int((model(nohead).argmax(1) == labels).sum())
-            flat = res.cams_gt.flatten(1).argmax(1).numpy()
-            py, px = np.divmod(flat, res.cams_gt.shape[-1])
-            hb = truth['head_boxes'][sl]
-            n_peak_head += int(
-                ((px >= hb[:, 0]) & (px <= hb[:, 2]) & (py >= hb[:, 1]) & (py <= hb[:, 3])).sum()
-            )
-            if adl_eval is not None:
-                n_drop += int((_forward_drop_always(adl_eval, images).argmax(1) == labels).sum())
-            if start == 0:
-                keep_cams, keep_boxes = res.cams_gt[:FIGURE_IMAGES].clone(), boxes[:FIGURE_IMAGES]
-    metrics = evaluator.compute()
+
+    def diagnostics(b: EvalBatch) -> None:
+        sl = slice(b.start, b.start + len(b.images))
+        nohead = torch.from_numpy(truth['images'][sl]).permute(0, 3, 1, 2).float() / 255.0
+        nohead = (nohead - mean_t) / std_t
+        with torch.no_grad():
+            counts['nohead'] += int((model(nohead).argmax(1) == b.labels).sum())
+        flat = b.cams.flatten(1).argmax(1).numpy()
+        py, px = np.divmod(flat, b.cams.shape[-1])
+        hb = truth['head_boxes'][sl]
+        counts['peak_head'] += int(
+            ((px >= hb[:, 0]) & (px <= hb[:, 2]) & (py >= hb[:, 1]) & (py <= hb[:, 3])).sum()
+        )
+        if adl_eval is not None:
+            counts['drop'] += int((_forward_drop_always(adl_eval, b.images).argmax(1) == b.labels).sum())
+        if b.start == 0:
+            keep['cams'], keep['boxes'] = b.cams[:FIGURE_IMAGES].clone(), list(b.boxes[:FIGURE_IMAGES])
+
+    loader = create_wsol_loader(ds, batch_size, is_training=False)
+    result = evaluate(
+        model, loader, cam_method=cfg.cam_method, cam_threshold=cfg.cam_threshold, on_batch=diagnostics
+    )
+    metrics = result.metrics()
     n = len(ds)
     diag = {
-        'top1_no_head': 100.0 * n_nohead / n,
-        'cam_peak_in_head': 100.0 * n_peak_head / n,
-        'best_threshold': float(metrics.get('best_threshold', float('nan'))),
+        'top1_no_head': 100.0 * counts['nohead'] / n,
+        'cam_peak_in_head': 100.0 * counts['peak_head'] / n,
+        'best_threshold': float(result.best_threshold if result.best_threshold is not None else float('nan')),
     }
     if adl_eval is not None:
-        diag['top1_drop_always'] = 100.0 * n_drop / n
+        diag['top1_drop_always'] = 100.0 * counts['drop'] / n
     return {
         'metrics': {k: float(metrics[k]) for k in METRIC_KEYS},
+        'cam_method': result.cam_method,
         'diagnostics': diag,
-        'cams': keep_cams,
-        'boxes': keep_boxes,
+        'cams': keep['cams'],
+        'boxes': keep['boxes'],
     }
 
 
@@ -183,11 +182,12 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return m, sd
 
 
-def format_table(rows: Sequence[dict[str, Any]], split: str = 'test') -> str:
-    """Mean ± sd over seeds per method, plus ADL − CAM."""
+def format_table(rows: Sequence[dict[str, Any]], split: str = 'test', cam_method: str | None = None) -> str:
+    """Mean ± sd over seeds per method, plus ADL − CAM (``cam_method``: how the maps were made)."""
     seeds = sorted({r['seed'] for r in rows})
     head = f'{"method":<8}' + ''.join(f'{c:>16}' for c in COLUMNS) + f'{"train s":>10}'
-    lines = [f'{split} split, {len(seeds)} seed(s) {seeds}: mean ± sd, percent', head, '-' * len(head)]
+    maps = f', maps by {cam_method!r}' if cam_method else ''
+    lines = [f'{split} split, {len(seeds)} seed(s) {seeds}{maps}: mean ± sd, percent', head, '-' * len(head)]
     by_method = {m: [r for r in rows if r['method'] == m] for m in METHODS}
     for method, rs in by_method.items():
         if not rs:
@@ -257,7 +257,9 @@ def run_demo(
                 'train_seconds': float(result['train_seconds']),
             }
             rows.append(row)
-            diagnostics.append({'seed': int(seed), 'method': method, **ev['diagnostics']})
+            diagnostics.append(
+                {'seed': int(seed), 'method': method, 'cam_method': ev['cam_method'], **ev['diagnostics']}
+            )
             if seed == seeds[0]:
                 figure[method] = ev
             print(
@@ -272,7 +274,7 @@ def run_demo(
         out / 'diagnostics.json', (json.dumps(diagnostics, indent=1) + '\n').encode(), durable=False
     )
     _write_figure(out / 'compare.png', synth_cfg, figure, split)
-    print(format_table(rows, split))
+    print(format_table(rows, split, cam_method=', '.join(sorted({d['cam_method'] for d in diagnostics}))))
     print(
         f'wrote {out / "results.json"}, {out / "compare.png"} ({time.perf_counter() - t_start:.0f} s in all)'
     )

@@ -256,6 +256,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "else the model's input size, else 224)",
     )
     p.add_argument('--align', default='reference', help="CAM resize: 'reference' (default) or 'centered'")
+    p.add_argument(
+        '--cam-method',
+        default='cam',
+        help='how the maps are made: one of timm_adl.cam.CAM_METHODS, e.g. cam (default) or gradcam; '
+        'every report names it',
+    )
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--workers', type=int, default=0, help='data loading processes (default 0)')
     p.add_argument(
@@ -301,6 +307,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f'--vis must be >= 0, got {args.vis}')
     if args.align not in ('reference', 'centered'):
         raise CliError(f"--align must be 'reference' or 'centered', got {args.align!r}")
+    if args.scoremaps and args.cam_method != 'cam':
+        raise CliError('--cam-method chooses how a model makes its maps; --scoremaps evaluates no model')
+    from ..evaluation import check_cam_method
+
+    try:
+        check_cam_method(args.cam_method)
+    except ValueError as err:
+        raise CliError(f'--cam-method: {err}') from None
     if args.threshold_from is not None and args.threshold_from == args.split:
         raise CliError(
             f'--threshold-from {args.threshold_from} is the evaluated split itself (that is the oracle)'
@@ -331,20 +345,14 @@ def _load_scoremap(folder: str, image_id: str, hw: tuple[int, int]):
 
 
 class _Run:
-    """One pass over a split: model CAMs (or saved score maps) into the evaluators."""
+    """The data side of one split (data set, loader, pictures, saved maps) around ``timm_adl.evaluate``."""
 
     def __init__(self, args: argparse.Namespace, model, device, img_size, mean, std):
         self.args, self.model, self.device = args, model, device
         self.img_size, self.mean, self.std = img_size, mean, std
 
-    def evaluate(self, split: str, *, outputs: bool) -> tuple[dict, int, bool]:
-        import numpy as np
-        import torch
-        from tqdm import tqdm
-
-        from ..cam import compute_cams
+    def _loader(self, split: str):
         from ..data import create_wsol_dataset, create_wsol_loader
-        from ..metrics import BoxEvaluator, MaskEvaluator, WSOLEvaluator
 
         args = self.args
         try:
@@ -366,95 +374,73 @@ class _Run:
             raise CliError(f'split {split!r} of {args.data_dir} has no images')
         if not (ds.has_boxes or ds.has_masks):
             raise CliError(f'split {split!r} has no boxes or masks to evaluate localization against')
-        loader = create_wsol_loader(ds, args.batch_size, is_training=False, num_workers=args.workers)
-        thresholds = np.arange(0, 1, args.cam_curve_interval)
-        ious = tuple(args.iou_thresholds)
         if args.threshold_from and not ds.has_boxes:
             raise CliError(f'--threshold-from calibrates box metrics; split {split!r} has masks, no boxes')
-        if not ds.has_boxes:  # mask data (OpenImages): PxAP, and Top-1 Clas with a model
-            box_ev = None
-        elif self.model is not None:
-            box_ev = WSOLEvaluator(
-                cam_threshold=args.cam_threshold, cam_thresholds=thresholds, iou_thresholds=ious
-            )
-        else:  # score maps only: no predictions, so the box metrics of the GT-class maps
-            box_ev = {
-                'v1': BoxEvaluator(cam_thresholds=thresholds, iou_thresholds=(50,), multi_contour=False),
-                'v2': BoxEvaluator(cam_thresholds=thresholds, iou_thresholds=ious, multi_contour=True),
-                'fixed': BoxEvaluator(cam_thresholds=[args.cam_threshold], iou_thresholds=(50,)),
-            }
-        mask_ev = MaskEvaluator(cam_thresholds=thresholds) if ds.has_masks else None
+        return ds, create_wsol_loader(ds, args.batch_size, is_training=False, num_workers=args.workers)
+
+    def evaluate(self, split: str, *, outputs: bool):
+        """``(WSOLResult, number of images)`` of ``split``; with ``outputs`` also the maps and pictures."""
+        import numpy as np
+        import torch
+
+        from ..evaluation import evaluate, evaluate_scoremaps
+
+        args = self.args
+        ds, loader = self._loader(split)
         ids = ds.image_ids
-        vis_left = args.vis if outputs else 0
         vis_items: list[tuple] = []
-        seen = num_right = 0
-        for batch in tqdm(loader, desc=f'eval {split}', unit='batch', disable=None, file=sys.stderr):
-            images, labels, boxes = batch[:3]
-            batch_ids = ids[seen : seen + len(images)]
-            seen += len(images)
-            if self.model is not None:
-                try:
-                    res = compute_cams(
-                        self.model, images.to(self.device), labels.to(self.device), align=args.align
-                    )
-                except ValueError as err:
-                    raise CliError(str(err)) from None
-                cams = res.cams_gt.cpu()
-                top1 = res.top1.cpu()
-                num_right += int((top1 == labels).sum())
-                if box_ev is not None:
-                    box_ev.update(cams, res.cams_top1.cpu(), boxes, res.logits.float().cpu(), labels)
-            else:
-                hw = tuple(images.shape[-2:])
-                cams = torch.from_numpy(np.stack([_load_scoremap(args.scoremaps, i, hw) for i in batch_ids]))
-                for ev in (box_ev or {}).values():
-                    ev.update(cams, boxes)
-                top1 = None
-            if mask_ev is not None:
-                mask_ev.update(cams, batch[3], batch[4])
+
+        def on_batch(b) -> None:
+            batch_ids = ids[b.start : b.start + len(b.images)]
             if outputs and args.save_cams:
-                for image_id, cam in zip(batch_ids, cams.numpy(), strict=True):
+                for image_id, cam in zip(batch_ids, b.cams.numpy(), strict=True):
                     atomic_save_npy(Path(args.save_cams) / f'{image_id}.npy', cam)
-            for k in range(min(vis_left, len(images))):
+            top1 = None if b.cam_result is None else b.cam_result.top1.cpu()
+            for k in range(min((args.vis if outputs else 0) - len(vis_items), len(b.images))):
                 vis_items.append(
                     (
-                        images[k],
-                        cams[k],
-                        boxes[k],
+                        b.images[k],
+                        b.cams[k],
+                        b.boxes[k],
                         batch_ids[k],
-                        int(labels[k]),
+                        int(b.labels[k]),
                         None if top1 is None else int(top1[k]),
                     )
                 )
-            vis_left -= min(vis_left, len(images))
+
+        settings = dict(
+            cam_threshold=args.cam_threshold,
+            cam_thresholds=np.arange(0, 1, args.cam_curve_interval),
+            iou_thresholds=tuple(args.iou_thresholds),
+            gt_box_mode=args.gt_box_mode,
+            on_batch=on_batch,
+            progress=f'eval {split}',
+        )
+        try:
+            if self.model is not None:
+                result = evaluate(
+                    self.model,
+                    loader,
+                    cam_method=args.cam_method,
+                    align=args.align,
+                    device=self.device,
+                    **settings,
+                )
+            else:
+
+                def maps(start: int, batch) -> torch.Tensor:
+                    hw = tuple(batch[0].shape[-2:])
+                    batch_ids = ids[start : start + len(batch[0])]
+                    return torch.from_numpy(
+                        np.stack([_load_scoremap(args.scoremaps, i, hw) for i in batch_ids])
+                    )
+
+                result = evaluate_scoremaps(loader, maps, **settings)
+        except ValueError as err:
+            raise CliError(str(err).splitlines()[0]) from None
         if vis_items:
             self._write_vis(vis_items)
-        results = self._collect(box_ev, mask_ev)
-        if self.model is not None and 'top1_clas' not in results:
-            results['top1_clas'] = num_right * 100.0 / len(ds)
-        return results, len(ds), ds.has_masks
-
-    def _collect(self, box_ev, mask_ev) -> dict:
-        """A WSOLEvaluator-style result (score maps alone give no Top-1 metrics), plus ``pxap``."""
-        if box_ev is None:
-            out = {}
-        elif isinstance(box_ev, dict):
-            v1, v2, fixed = (box_ev[k].compute() for k in ('v1', 'v2', 'fixed'))
-            out = {
-                'gt_known_loc': fixed['max_box_acc'][50],
-                'max_box_acc': v1['max_box_acc'][50],
-                'best_threshold': v1['best_thresholds'][50],
-                'max_box_acc_v2': v2['max_box_acc_v2'],
-                'max_box_acc_v2_per_iou': v2['max_box_acc'],
-                'best_thresholds_v2': v2['best_thresholds'],
-                'curves': {'box_acc': v1['curves'], 'box_acc_v2': v2['curves']},
-                'cam_thresholds': v1['cam_thresholds'],
-            }
-        else:
-            out = box_ev.compute()
-        if mask_ev is not None:
-            out['pxap'] = mask_ev.compute()['pxap']
-        return out
+        return result, len(ds)
 
     def _write_vis(self, items: list[tuple]) -> None:
         from ..viz import cam_figure, cam_grid, save_png
@@ -493,18 +479,9 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-METRIC_KEYS = ('top1_clas', 'gt_known_loc', 'top1_loc', 'max_box_acc', 'max_box_acc_v2', 'pxap')
-
-
-def summarise(r: dict) -> dict[str, Any]:
+def summarise(r) -> dict[str, Any]:
     """The scalar metrics of an evaluation (percent), the public names first, then the thresholds."""
-    metrics: dict[str, Any] = {k: float(r[k]) for k in METRIC_KEYS if k in r}
-    for iou, v in r.get('max_box_acc_v2_per_iou', {}).items():
-        metrics[f'max_box_acc_v2@{iou}'] = float(v)
-    if 'best_threshold' in r:
-        metrics['best_threshold'] = float(r['best_threshold'])
-        metrics['best_thresholds_v2'] = {str(k): float(v) for k, v in r['best_thresholds_v2'].items()}
-    return metrics
+    return r.summary()
 
 
 def _format_table(rows: list[tuple[str, str]]) -> str:
@@ -540,9 +517,8 @@ def run(args: argparse.Namespace) -> int:
 
     calibration = None
     if args.threshold_from:
-        cal_raw, cal_n, _ = runner.evaluate(args.threshold_from, outputs=False)
-        calibration = (cal_raw, cal_n)
-    raw, n_images, _ = runner.evaluate(args.split, outputs=True)
+        calibration = runner.evaluate(args.threshold_from, outputs=False)
+    raw, n_images = runner.evaluate(args.split, outputs=True)
     metrics = summarise(raw)
 
     result: dict[str, Any] = {
@@ -556,6 +532,7 @@ def run(args: argparse.Namespace) -> int:
         'img_size': img_size,
         'normalization': normalization,
         'align': args.align,
+        'cam_method': raw.cam_method,
         'cam_threshold': args.cam_threshold,
         'cam_curve_interval': args.cam_curve_interval,
         'iou_thresholds': list(args.iou_thresholds),
@@ -573,10 +550,11 @@ def run(args: argparse.Namespace) -> int:
             'best_threshold': cal['best_threshold'],
             'best_thresholds_v2': {str(k): v for k, v in cal['best_thresholds_v2'].items()},
         }
-    if 'curves' in raw:
-        result['curves'] = {'cam_thresholds': raw['cam_thresholds'], **raw['curves']}
+    if raw.cam_thresholds is not None:
+        result['curves'] = {'cam_thresholds': raw.cam_thresholds, **raw.curves()}
 
     rows = [('split', f'{args.split} ({n_images} images)'), ('threshold', result['threshold_source'])]
+    rows.append(('cam method', raw.cam_method or f'score maps from {args.scoremaps}'))
     rows += [(k, _fmt(v)) for k, v in metrics.items()]
     if calibration is not None:
         cal = result['calibrated']

@@ -182,14 +182,22 @@ def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[
     if args.metrics:
         data = _read_json(args.metrics, 'metrics')
         if isinstance(data, dict) and isinstance(data.get('metrics'), dict):
-            data = {**data['metrics'], **{k: data[k] for k in ('dataset', 'split') if k in data}}
+            data = {
+                **data['metrics'],
+                **{k: data[k] for k in ('dataset', 'split', 'cam_method') if k in data},
+            }
         if not isinstance(data, dict):
             raise CliError(f'metrics file {args.metrics} must hold a JSON object of metric -> value')
         return data, None
     summary = run_dir / 'summary.json' if run_dir is not None else None
     if summary is not None and summary.is_file():
-        best = _read_json(str(summary), 'summary').get('best') or {}
-        return dict(best), (cfg.data.val_split if cfg is not None else None)
+        data = _read_json(str(summary), 'summary')
+        best = dict(data.get('best') or {})
+        if (
+            best
+        ):  # the trainer's validation made its maps with the recipe's method (plain CAM before it had one)
+            best['cam_method'] = data.get('cam_method') or (cfg.cam_method if cfg is not None else 'cam')
+        return best, (cfg.data.val_split if cfg is not None else None)
     return {}, None
 
 

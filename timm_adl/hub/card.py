@@ -115,8 +115,13 @@ def render_card(
     heatmaps_file: str | None,
     license: str,
     description: str | None = None,
+    cam_method: str | None = None,
 ) -> str:
-    """The full ``README.md`` text: YAML metadata block, then the card body in Markdown."""
+    """The full ``README.md`` text: YAML metadata block, then the card body in Markdown.
+
+    ``cam_method`` names how the maps behind the metrics were made (``timm_adl.cam.CAM_METHODS``); the
+    results section says it, as a box metric means little without it.
+    """
     metrics = dict(metrics or {})
     shown = {k: v for k, v in metrics.items() if k in METRIC_NAMES}
     eval_results = [
@@ -191,6 +196,8 @@ def render_card(
         ]
     if shown:
         lines += [f'## Results on {dataset}, {split} split', '', _metrics_table(shown), '']
+        method = f'`{cam_method}`' if cam_method else 'not recorded (plain CAM unless stated otherwise)'
+        lines += [f'Maps by CAM method: {method} (`timm_adl.compute_cams(..., method=...)`).', '']
         others = {k: v for k, v in metrics.items() if k not in METRIC_NAMES}
         if others:
             lines += ['Other values: ' + ', '.join(f'`{k}` = {v:g}' for k, v in others.items()), '']

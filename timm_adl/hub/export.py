@@ -254,7 +254,7 @@ def save_pretrained(
         if recipe_text is not None:
             (built / RECIPE_NAME).write_text(recipe_text, encoding='utf-8')
         if metrics:
-            record = {'dataset': dataset, 'split': split, **values}
+            record = {'dataset': dataset, 'split': split, 'cam_method': metrics.get('cam_method'), **values}
             (built / METRICS_NAME).write_text(json.dumps(record, indent=2) + '\n', encoding='utf-8')
         if heatmaps_path is not None:
             shutil.copyfile(heatmaps_path, built / HEATMAPS_NAME)
@@ -275,6 +275,7 @@ def save_pretrained(
             heatmaps_file=HEATMAPS_NAME if heatmaps_path is not None else None,
             license=license,
             description=description,
+            cam_method=metrics.get('cam_method'),
         )
         (built / README_NAME).write_text(card, encoding='utf-8')
         os.chmod(built, 0o755)  # mkdtemp makes it 0700

@@ -6,36 +6,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .boxes import (
-    BoxWorkers,
-    batch_boxes,
-    best_iou,
-    check_gt_boxes,
-    check_num_threads,
-    check_thresholds,
-    chunk_bounds,
-    quantised_scoremaps,
-)
+from ._checks import check_gt_boxes, check_iou_thresholds, quantised_scoremaps  # noqa: F401  (re-exported)
+from ._iou import best_iou
+from ._streaming import StreamingBoxEvaluator
+from ._workers import chunk_bounds
+from .boxes import batch_boxes
+from .result import BoxAccuracy, WSOLResult
 
 
-def check_iou_thresholds(iou_thresholds: Iterable[float]) -> tuple:
-    """IoU thresholds in percent (the reference's 30, 50, 70), each in (0, 100]."""
-    out = tuple(iou_thresholds)
-    if not out:
-        raise ValueError('iou_thresholds must not be empty')
-    for d in out:
-        if (
-            isinstance(d, bool)
-            or not isinstance(d, (int, float, np.integer, np.floating))
-            or not 0 < d <= 100
-        ):
-            raise ValueError(f'iou_thresholds are percentages in (0, 100], e.g. (30, 50, 70); got {d!r}')
-    if len(set(out)) != len(out):
-        raise ValueError(f'iou_thresholds must be distinct, got {out}')
-    return out
-
-
-class BoxEvaluator:
+class BoxEvaluator(StreamingBoxEvaluator):
     """Box accuracy of score maps at every CAM threshold and IoU threshold, accumulated batch by batch.
 
     For an IoU threshold δ and a CAM threshold τ, BoxAcc(τ, δ) is the percentage of images whose box
@@ -59,6 +38,10 @@ class BoxEvaluator:
         ev = BoxEvaluator(multi_contour=True)
         ev.update(scoremaps, gt_boxes)  # (N, H, W) in [0, 1]; N arrays (K_i, 4) of x0 y0 x1 y1 at H x W
         r = ev.compute()  # r['max_box_acc'][50], r['max_box_acc_v2'], r['curves'][50] ...
+        r = ev.result()  # the same as a typed WSOLResult (box_acc or box_acc_v2, by multi_contour)
+
+    Evaluators of disjoint images combine exactly: ``merge`` (another evaluator) and ``all_reduce``
+    (every ``torch.distributed`` rank's).
     """
 
     def __init__(
@@ -69,31 +52,22 @@ class BoxEvaluator:
         gt_box_mode: str = 'all',
         num_threads: int | None = None,
     ):
-        self.cam_thresholds = check_thresholds(cam_thresholds)
-        self.num_threads = check_num_threads(num_threads)
-        self._workers = BoxWorkers(self.num_threads)
-        self.iou_thresholds = check_iou_thresholds(iou_thresholds)
+        super().__init__(cam_thresholds, iou_thresholds, gt_box_mode, num_threads)
         self.multi_contour = bool(multi_contour)
-        check_gt_boxes([], 0, gt_box_mode)
-        self.gt_box_mode = gt_box_mode
         self.reset()
 
-    def __getstate__(self) -> dict:  # a copy or a pickle holds every submitted batch
-        self._workers.wait()
-        return self.__dict__.copy()
+    def _counter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f'correct@{d}': (len(self.cam_thresholds),) for d in self.iou_thresholds}
 
-    def reset(self) -> None:
-        """Forget every accumulated map."""
-        self._workers.discard()
-        self.num_images = 0
-        self.num_correct = {d: np.zeros(len(self.cam_thresholds)) for d in self.iou_thresholds}
+    def _settings(self) -> tuple:
+        return (*super()._settings(), self.multi_contour)
 
     def update(self, scoremaps, gt_boxes) -> None:
         """Add a batch: ``scoremaps`` (N, H, W) in [0, 1]; ``gt_boxes`` N arrays (K_i, 4) at H x W."""
         # q is our own copy: the caller may reuse its arrays while the workers run
         q = quantised_scoremaps(scoremaps)[1]
         n, h, w = q.shape
-        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
+        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode, (h, w))
 
         def chunk(a: int, b: int) -> np.ndarray:
             res = batch_boxes(q[a:b], self.cam_thresholds, self.multi_contour, not self.multi_contour)
@@ -103,8 +77,8 @@ class BoxEvaluator:
         def finish(parts: list) -> None:
             for ious in parts:
                 for d in self.iou_thresholds:
-                    self.num_correct[d] += (ious >= d / 100).sum(axis=0)
-            self.num_images += n
+                    self.counts[f'correct@{d}'] += (ious >= d / 100).sum(axis=0)
+            self.counts['images'] += n
 
         self._workers.submit(chunk, chunk_bounds(n, h, w, self.num_threads), finish)
 
@@ -117,17 +91,24 @@ class BoxEvaluator:
             ``best_thresholds``: {δ: first CAM threshold reaching the maximum}; ``cam_thresholds``;
             ``num_images``; ``multi_contour``.
         """
-        self._workers.wait()
-        if self.num_images == 0:
-            raise ValueError('BoxEvaluator.compute() needs at least one update() with score maps')
-        curves = {d: self.num_correct[d] * 100.0 / float(self.num_images) for d in self.iou_thresholds}
-        best = {d: float(c.max()) for d, c in curves.items()}
+        r = self.result()
+        curves = r.box_acc_v2 if self.multi_contour else r.box_acc
+        best = curves.best
         return {
             'max_box_acc': best,
-            'max_box_acc_v2': float(np.average(list(best.values()))),
-            'curves': curves,
-            'best_thresholds': {d: float(self.cam_thresholds[int(np.argmax(c))]) for d, c in curves.items()},
+            'max_box_acc_v2': curves.mean,
+            'curves': curves.curves,
+            'best_thresholds': curves.best_thresholds,
             'cam_thresholds': self.cam_thresholds.copy(),
-            'num_images': self.num_images,
+            'num_images': r.num_images,
             'multi_contour': self.multi_contour,
         }
+
+    def result(self) -> WSOLResult:
+        """The typed result: ``box_acc_v2`` (every contour) or ``box_acc`` (largest), per ``multi_contour``."""
+        n = self.num_images
+        if n == 0:
+            raise ValueError('BoxEvaluator.compute() needs at least one update() with score maps')
+        curves = {d: self.counts[f'correct@{d}'] * 100.0 / float(n) for d in self.iou_thresholds}
+        acc = BoxAccuracy(self.multi_contour, self.cam_thresholds.copy(), curves)
+        return WSOLResult(n, **{'box_acc_v2' if self.multi_contour else 'box_acc': acc})

@@ -6,7 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .boxes import as_scoremaps, check_thresholds
+from ._checks import as_scoremaps, check_thresholds
+from ._streaming import all_reduce_counts
+from .result import WSOLResult
 
 
 def _masks(masks, shape: tuple, name: str) -> np.ndarray:
@@ -46,6 +48,28 @@ class MaskEvaluator:
         self.num_images = 0
         self.positive_hist = np.zeros(len(self.edges) - 1)
         self.negative_hist = np.zeros(len(self.edges) - 1)
+
+    def merge(self, other: MaskEvaluator) -> MaskEvaluator:
+        """Add ``other``'s pixels (scored on other images, e.g. another process's shard) to this one's."""
+        if not np.array_equal(self.cam_thresholds, other.cam_thresholds):
+            raise ValueError('cannot merge MaskEvaluators with different cam_thresholds')
+        self.num_images += other.num_images
+        self.positive_hist = self.positive_hist + other.positive_hist
+        self.negative_hist = self.negative_hist + other.negative_hist
+        return self
+
+    def all_reduce(self, group=None) -> MaskEvaluator:
+        """Sum the histograms over the ranks of ``group`` (see ``StreamingBoxEvaluator.all_reduce``)."""
+        c = all_reduce_counts(
+            {'images': np.float64(self.num_images), 'pos': self.positive_hist, 'neg': self.negative_hist},
+            group,
+        )
+        self.num_images, self.positive_hist, self.negative_hist = int(c['images']), c['pos'], c['neg']
+        return self
+
+    def result(self) -> WSOLResult:
+        """PxAP as a typed :class:`WSOLResult`."""
+        return WSOLResult(self.num_images, pxap=self.compute()['pxap'])
 
     def update(self, scoremaps, gt_masks, ignore_masks=None) -> None:
         """Add a batch: score maps (N, H, W) in [0, 1], foreground masks (N, H, W) and optional ignore masks.

@@ -14,28 +14,24 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._levelsets import quantise
-from .box_evaluator import check_iou_thresholds
-from .boxes import (
-    BoxWorkers,
+from ._checks import (
     as_scoremaps,
-    batch_boxes,
-    best_iou,
     check_gt_boxes,
-    check_num_threads,
+    check_logits_labels,
     check_thresholds,
-    chunk_bounds,
     quantised_scoremaps,
 )
+from ._iou import best_iou
+from ._levelsets import quantise
+from ._streaming import StreamingBoxEvaluator
+from ._workers import chunk_bounds
+from .boxes import batch_boxes
+from .result import BoxAccuracy, WSOLResult
 
 __all__ = ['WSOLEvaluator', 'calibrated_accuracy']
 
 
-def _as_numpy(x, name: str) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, 'detach') else np.asarray(x)
-
-
-class WSOLEvaluator:
+class WSOLEvaluator(StreamingBoxEvaluator):
     """Top-1 Clas, GT-known Loc, Top-1 Loc, MaxBoxAcc and MaxBoxAccV2, accumulated batch by batch.
 
     Args:
@@ -54,6 +50,10 @@ class WSOLEvaluator:
             cams = compute_cams(model, images, labels)
             ev.update(cams.cams_gt, cams.cams_top1, boxes, cams.logits, labels)
         r = ev.compute()  # r['top1_loc'], r['gt_known_loc'], r['max_box_acc'], r['max_box_acc_v2'] ...
+        r = ev.result()  # the same as a typed WSOLResult
+
+    Evaluators of disjoint images combine exactly: ``merge`` (another evaluator) and ``all_reduce``
+    (every ``torch.distributed`` rank's).
     """
 
     def __init__(
@@ -64,30 +64,20 @@ class WSOLEvaluator:
         gt_box_mode: str = 'all',
         num_threads: int | None = None,
     ):
+        super().__init__(cam_thresholds, iou_thresholds, gt_box_mode, num_threads)
         self.cam_threshold = float(check_thresholds([cam_threshold])[0])
-        self.num_threads = check_num_threads(num_threads)
-        self._workers = BoxWorkers(self.num_threads)
-        self.cam_thresholds = check_thresholds(cam_thresholds)
-        self.iou_thresholds = check_iou_thresholds(iou_thresholds)
-        check_gt_boxes([], 0, gt_box_mode)
-        self.gt_box_mode = gt_box_mode
         # the fixed threshold is scored with the curve's thresholds, in one pass over each map
         self._thresholds = np.append(self.cam_thresholds, self.cam_threshold)
         self.reset()
 
-    def __getstate__(self) -> dict:  # a copy or a pickle holds every submitted batch
-        self._workers.wait()
-        return self.__dict__.copy()
+    def _counter_shapes(self) -> dict[str, tuple[int, ...]]:
+        t = (len(self.cam_thresholds),)
+        shapes: dict[str, tuple[int, ...]] = {'top1': (), 'gt_known': (), 'top1_loc': (), 'correct_v1': t}
+        shapes.update({f'correct_v2@{d}': t for d in self.iou_thresholds})
+        return shapes
 
-    def reset(self) -> None:
-        """Forget every accumulated batch."""
-        self._workers.discard()
-        self.num_images = 0
-        self.num_top1 = 0
-        self.num_gt_known = 0
-        self.num_top1_loc = 0
-        self.correct_v1 = np.zeros(len(self.cam_thresholds))
-        self.correct_v2 = {d: np.zeros(len(self.cam_thresholds)) for d in self.iou_thresholds}
+    def _settings(self) -> tuple:
+        return (*super()._settings(), self.cam_threshold)
 
     def update(self, cams_gt, cams_top1, gt_boxes, logits, labels) -> None:
         """Add a batch.
@@ -102,16 +92,9 @@ class WSOLEvaluator:
         """
         # q is our own copy: the caller may reuse its arrays while the workers run
         maps, q = quantised_scoremaps(cams_gt, 'cams_gt')
-        n = maps.shape[0]
-        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode)
-        scores = _as_numpy(logits, 'logits')
-        labels = _as_numpy(labels, 'labels').reshape(-1)
-        if scores.ndim != 2 or scores.shape[0] != n:
-            raise ValueError(
-                f'logits must have shape (N, num_classes) with N = {n}, got {tuple(scores.shape)}'
-            )
-        if labels.shape[0] != n:
-            raise ValueError(f'labels must have {n} entries, got {labels.shape[0]}')
+        n, h, w = maps.shape
+        gt = check_gt_boxes(gt_boxes, n, self.gt_box_mode, (h, w))
+        scores, labels = check_logits_labels(logits, labels, n)
         top1 = None
         if cams_top1 is not None and cams_top1 is not cams_gt:
             top1 = as_scoremaps(cams_top1, 'cams_top1')
@@ -120,7 +103,6 @@ class WSOLEvaluator:
         if n == 0:
             return
         right = scores.argmax(axis=1) == labels
-        h, w = maps.shape[1:]
 
         # Top-1 Loc: where the prediction is right the top-1 CAM is the ground-truth one; any that
         # differs is scored here, at the fixed threshold (the boxes of the rest come from the workers)
@@ -145,15 +127,16 @@ class WSOLEvaluator:
             largest = np.concatenate([p[0] for p in parts])
             multi = np.concatenate([p[1] for p in parts])
             gt_known = largest[:, -1] >= 0.5
-            self.correct_v1 += (largest[:, :-1] >= 0.5).sum(axis=0)
+            c = self.counts
+            c['correct_v1'] += (largest[:, :-1] >= 0.5).sum(axis=0)
             for d in self.iou_thresholds:
-                self.correct_v2[d] += (multi >= d / 100).sum(axis=0)
-            self.num_images += n
-            self.num_top1 += int(right.sum())
-            self.num_gt_known += int(gt_known.sum())
+                c[f'correct_v2@{d}'] += (multi >= d / 100).sum(axis=0)
+            c['images'] += n
+            c['top1'] += int(right.sum())
+            c['gt_known'] += int(gt_known.sum())
             top1_loc = right & gt_known
             top1_loc[differ] = differ_ok
-            self.num_top1_loc += int(top1_loc.sum())
+            c['top1_loc'] += int(top1_loc.sum())
 
         self._workers.submit(chunk, chunk_bounds(n, h, w, self.num_threads), finish)
 
@@ -168,27 +151,40 @@ class WSOLEvaluator:
             ``{'box_acc': {50: (T,)}, 'box_acc_v2': {δ: (T,)}}``; ``cam_threshold``, ``cam_thresholds``,
             ``num_images``.
         """
-        self._workers.wait()
-        if self.num_images == 0:
-            raise ValueError('WSOLEvaluator.compute() needs at least one update() with images')
-        n = float(self.num_images)
-        v1 = self.correct_v1 * 100.0 / n
-        v2 = {d: c * 100.0 / n for d, c in self.correct_v2.items()}
-        best_v2 = {d: float(c.max()) for d, c in v2.items()}
+        r = self.result()
+        v2 = r.box_acc_v2
         return {
-            'top1_clas': self.num_top1 * 100.0 / n,
-            'gt_known_loc': self.num_gt_known * 100.0 / n,
-            'top1_loc': self.num_top1_loc * 100.0 / n,
-            'max_box_acc': float(v1.max()),
-            'best_threshold': float(self.cam_thresholds[int(np.argmax(v1))]),
-            'max_box_acc_v2': float(np.average(list(best_v2.values()))),
-            'max_box_acc_v2_per_iou': best_v2,
-            'best_thresholds_v2': {d: float(self.cam_thresholds[int(np.argmax(c))]) for d, c in v2.items()},
-            'curves': {'box_acc': {50: v1}, 'box_acc_v2': v2},
+            'top1_clas': r.top1_clas,
+            'gt_known_loc': r.gt_known_loc,
+            'top1_loc': r.top1_loc,
+            'max_box_acc': r.max_box_acc,
+            'best_threshold': r.best_threshold,
+            'max_box_acc_v2': r.max_box_acc_v2,
+            'max_box_acc_v2_per_iou': v2.best,
+            'best_thresholds_v2': v2.best_thresholds,
+            'curves': r.curves(),
             'cam_threshold': self.cam_threshold,
             'cam_thresholds': self.cam_thresholds.copy(),
-            'num_images': self.num_images,
+            'num_images': r.num_images,
         }
+
+    def result(self) -> WSOLResult:
+        """Every metric as a typed :class:`WSOLResult` (percent)."""
+        num = self.num_images
+        if num == 0:
+            raise ValueError('WSOLEvaluator.compute() needs at least one update() with images')
+        n, c = float(num), self.counts
+        t = self.cam_thresholds.copy()
+        v2 = {d: c[f'correct_v2@{d}'] * 100.0 / n for d in self.iou_thresholds}
+        return WSOLResult(
+            num,
+            top1_clas=float(c['top1']) * 100.0 / n,
+            gt_known_loc=float(c['gt_known']) * 100.0 / n,
+            top1_loc=float(c['top1_loc']) * 100.0 / n,
+            box_acc=BoxAccuracy(False, t, {50: c['correct_v1'] * 100.0 / n}),
+            box_acc_v2=BoxAccuracy(True, t, v2),
+            cam_threshold=self.cam_threshold,
+        )
 
 
 def _pick(thresholds: np.ndarray, src_curves: Mapping, tgt_curves: Mapping) -> dict:
@@ -205,12 +201,19 @@ def _pick(thresholds: np.ndarray, src_curves: Mapping, tgt_curves: Mapping) -> d
     return per
 
 
-def calibrated_accuracy(source: Mapping, target: Mapping) -> dict:
+def _as_mapping(result: Mapping | WSOLResult) -> Mapping:
+    if isinstance(result, WSOLResult):
+        return {'cam_thresholds': result.cam_thresholds, 'curves': result.curves()}
+    return result
+
+
+def calibrated_accuracy(source: Mapping | WSOLResult, target: Mapping | WSOLResult) -> dict:
     """Box accuracy on ``target`` at the CAM thresholds that are best on ``source``.
 
     wsolevaluation picks the best threshold on the split it scores (an oracle); calibrating it on a held
     out split (``timm-adl eval --threshold-from val``) is the honest alternative. Both arguments are
-    ``compute()`` results, of :class:`BoxEvaluator` or of :class:`WSOLEvaluator`, over the same
+    ``compute()`` results, of :class:`BoxEvaluator` or of :class:`WSOLEvaluator` (or their typed
+    :class:`WSOLResult`, read as the latter's), over the same
     ``cam_thresholds``.
 
     Returns:
@@ -219,6 +222,7 @@ def calibrated_accuracy(source: Mapping, target: Mapping) -> dict:
         ``max_box_acc_v2`` (mean) and ``best_thresholds_v2``, plus the per-IoU details. The thresholds
         are the source's; the accuracies are the target's.
     """
+    source, target = _as_mapping(source), _as_mapping(target)
     thresholds = np.asarray(source['cam_thresholds'])
     if not np.array_equal(thresholds, np.asarray(target['cam_thresholds'])):
         raise ValueError('source and target results must use the same cam_thresholds')

@@ -129,6 +129,7 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs (and always after the last one)
     select_metric: str = 'max_box_acc'  # best checkpoint by this validation metric
     cam_threshold: float = 0.2  # the paper's fixed CAM threshold for gt_known_loc / top1_loc
+    cam_method: str = 'cam'  # how validation makes its maps: one of timm_adl.cam.CAM_METHODS
     ckpt_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
     amp: str = 'none'  # none | bf16 | fp16 (GPU only)
@@ -402,6 +403,9 @@ def check_values(cfg: TrainConfig) -> None:
     _choice('sched.name', cfg.sched.name, SCHEDULES)
     _choice('amp', cfg.amp, AMP_MODES)
     _choice('select_metric', cfg.select_metric, SELECT_METRICS)
+    from ..evaluation import cam_methods
+
+    _choice('cam_method', cfg.cam_method, cam_methods())
     if cfg.data.val_split is not None and 'test' in cfg.data.val_split.lower():
         raise ConfigError(
             f'data.val_split is {cfg.data.val_split!r}: model selection must use val or train-fullsup, never test'

@@ -64,7 +64,7 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = 'nccl' if device_type == 'cuda' else 'gloo'
         if device_type == 'cuda':
             torch.cuda.set_device(info.local_rank)
-        # Rank 0 validates alone while the others wait: allow a long validation pass.
+        # Rank 0 writes checkpoints and the log while the others wait: allow a long pause.
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=60))
     return info
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data import ShardSampler
 from ..files import atomic_copy
 from .checkpoint import (
     atomic_write_bytes,
@@ -195,26 +196,24 @@ def build_datasets(cfg: TrainConfig, mean, std):
 # validation
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, amp_dtype) -> dict:
-    """WSOL metrics of ``model`` on ``loader`` (percent), with the streaming evaluator."""
-    from ..cam import compute_cams
-    from ..metrics import WSOLEvaluator
+def validate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, amp_dtype) -> dict:
+    """WSOL metrics of ``model`` on ``loader`` (percent), through the one evaluation loop.
 
-    was_training = model.training
-    model.eval()
-    evaluator = WSOLEvaluator(cam_threshold=cfg.cam_threshold)
-    for images, labels, boxes, *_ in loader:
-        images = images.to(device, non_blocking=True)
-        if cfg.channels_last and device.type == 'cuda':
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            res = compute_cams(model, images, labels)
-        evaluator.update(res.cams_gt.float(), res.cams_top1.float(), boxes, res.logits.float(), labels)
-    model.train(was_training)
-    metrics = evaluator.compute()
-    return {k: float(metrics[k]) for k in METRIC_KEYS if k in metrics}
+    Under torchrun each rank scores its own shard of the split and the counts are summed: every rank
+    gets the whole split's numbers, the ones a single process would get.
+    """
+    from ..evaluation import evaluate
+
+    result = evaluate(
+        model,
+        loader,
+        cam_method=cfg.cam_method,
+        cam_threshold=cfg.cam_threshold,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=cfg.channels_last,
+    )
+    return {k: float(v) for k, v in result.summary().items() if k in METRIC_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,10 +368,10 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         SeededDataset(train_ds, cfg.seed), batch_sampler=sampler, generator=torch.Generator(), **loader_kw
     )
     val_loader = None
-    if val_ds is not None and info.is_main:
+    if val_ds is not None:  # every rank validates its shard (no image twice: ShardSampler)
         val_loader = DataLoader(
-            val_ds, batch_size=max(1, cfg.batch_size // info.world_size), shuffle=False,
-            generator=torch.Generator(), **loader_kw,
+            val_ds, batch_size=max(1, cfg.batch_size // info.world_size),
+            sampler=ShardSampler(val_ds, info.world_size, info.rank), generator=torch.Generator(), **loader_kw,
         )  # fmt: skip
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = steps_per_epoch * cfg.epochs
@@ -513,8 +512,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         last_epoch = epoch + 1 == cfg.epochs
         if val_ds is not None and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             tv = time.perf_counter()
-            if info.is_main:
-                record.update(evaluate(model, val_loader, cfg, device, amp_dtype))
+            record.update(validate(model, val_loader, cfg, device, amp_dtype))
             state['val_seconds'] += time.perf_counter() - tv
             if info.enabled:
                 dist.barrier()
@@ -551,6 +549,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         'best': dict(best['metrics']) if best else {},
         'best_epoch': best['epoch'] if best else cfg.epochs,
         'select_metric': select,
+        'cam_method': cfg.cam_method,
         'checkpoints': {'best': str(out / 'best.safetensors'), 'last': str(out / 'last.safetensors')},
         'output_dir': str(out),
         'config': str(out / 'config.yaml'),
@@ -564,7 +563,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     if info.is_main:
         atomic_write_bytes(out / 'summary.json', (json.dumps(result, indent=2) + '\n').encode())
         _log(info, _summary_table(state['history'], select, best['epoch'] if best else None))
-    if info.enabled:  # only rank 0 validated: every rank returns its result
+    if info.enabled:  # rank 0 kept the history and wrote the summary: every rank returns its result
         shared = [result]
         dist.broadcast_object_list(shared, src=0)
         result = shared[0]
