@@ -19,3 +19,12 @@ TIMM_MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in TIMM_MARKERS.items():
         config.addinivalue_line('markers', f'{name}: {help_text}')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every vendored model test builds a full-size model (1-6 s each on one core; ~105 s of CPU for the
+    file): ``slow``, so ``-m 'not slow'`` skips them locally. CI runs them all."""
+    here = config.rootpath / 'tests' / 'timm_upstream'
+    for item in items:
+        if item.path.name == 'test_timm_models.py' and item.path.parent == here:
+            item.add_marker(pytest.mark.slow)
