@@ -65,7 +65,7 @@ except ImportError:
     has_fx_feature_extraction = False
 
 import timm
-# timm-adl: list_models and list_pretrained come from timm-adl's restriction below
+# timm-adl: list_models is timm-adl's restriction below; list_pretrained served only the removed download tests
 from timm import create_model, set_scriptable, get_pretrained_cfg_value
 from timm.layers import Format, get_spatial_dim, get_channel_dim
 from timm.models import get_notrace_modules, get_notrace_functions
