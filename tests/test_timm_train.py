@@ -62,21 +62,26 @@ def test_missing_script_says_where_to_get_it(tmp_path):
         timm_train.find_train_script(None, {timm_train.ENV_VAR: 'typo.py'}, tmp_path)
 
 
-def test_cli_passes_every_other_argument_to_the_script(tmp_path):
+def test_main_passes_every_other_argument_to_the_script(tmp_path, monkeypatch):
+    # In process, as `python -m timm_adl.timm_train` runs it (the slow test below runs the real command).
     script, record = tmp_path / 'train.py', tmp_path / 'record.json'
     script.write_text(_RECORDER)
+    monkeypatch.delenv(timm_train.ENV_VAR, raising=False)
     args = ['--model', 'adl_inserted', '--train-split', 'train', '--record', str(record)]
-    cmd = [sys.executable, '-m', 'timm_adl.timm_train', '--train-script', str(script), *args]
-    subprocess.run(cmd, check=True, cwd=tmp_path, env=_env(), timeout=120)
+    saved_argv = sys.argv[:]
+    timm_train.main(['--train-script', str(script), *args])
     assert json.loads(record.read_text()) == {'argv': args, 'known': True, 'main': '__main__'}
+    assert sys.argv == saved_argv  # the script's argv does not leak into the caller
 
 
-def test_cli_without_script_exits_with_the_instructions(tmp_path):
-    cmd = [sys.executable, '-m', 'timm_adl.timm_train', '--model', 'resnet50_se_adl']
-    done = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1].startswith('timm_adl.timm_train: no train.py given')
-    assert 'git clone --depth 1 --branch v' in done.stderr
+def test_main_without_script_exits_with_the_instructions(tmp_path, monkeypatch):
+    monkeypatch.delenv(timm_train.ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        timm_train.main(['--model', 'resnet50_se_adl'])
+    message = str(info.value.code)
+    assert message.startswith('timm_adl.timm_train: no train.py given')
+    assert 'git clone --depth 1 --branch v' in message
 
 
 @pytest.mark.slow
