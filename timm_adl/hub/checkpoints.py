@@ -18,6 +18,7 @@ from timm.models import PretrainedCfg, get_pretrained_cfg
 
 __all__ = [
     'HUB_ORG',
+    'PUBLISHED_CHECKPOINTS',
     'WSOL_CHECKPOINTS',
     'CheckpointNotPublishedError',
     'CorruptCheckpointError',
@@ -33,6 +34,12 @@ ADL_PAPER = 'Attention-based Dropout Layer for Weakly Supervised Object Localiza
 ADL_PAPER_ID = 'arXiv:1908.10028'
 WEIGHTS_NAME = 'model.safetensors'
 
+# The WSOL checkpoints ('arch.tag') whose Hub repos exist, i.e. that can be downloaded today. Only these get a
+# weight source (hf_hub_id) in their pretrained cfg, so timm.list_pretrained() lists exactly these; every other
+# tag stays registered (create_model('resnet50_se_adl.cub') builds the 200-class model) and asking for its
+# weights raises CheckpointNotPublishedError. Add a name here in the release that publishes its repo.
+PUBLISHED_CHECKPOINTS: frozenset[str] = frozenset()
+
 # Hub errors that mean "these weights cannot be had": the repo, revision or file does not exist, or the Hub
 # cannot be reached and the file is not in the local cache (LocalEntryNotFoundError is an EntryNotFoundError).
 HUB_NOT_FOUND = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
@@ -47,6 +54,7 @@ class WsolCheckpoint:
     dataset: str  # display name, as on the model card
     num_classes: int
     recipe: str  # recipe file, relative to the repository root
+    published: bool = False  # its Hub repo exists (see PUBLISHED_CHECKPOINTS)
 
     @property
     def name(self) -> str:
@@ -76,7 +84,9 @@ def _all_checkpoints() -> dict[str, WsolCheckpoint]:
     for backbone, (cam_arch, adl_arch) in _BACKBONES.items():
         for method, arch in (('cam', cam_arch), ('adl', adl_arch)):
             for tag, (dataset, num_classes, folder) in _DATASETS.items():
-                ckpt = WsolCheckpoint(arch, tag, dataset, num_classes, f'{folder}/{backbone}_{method}.yaml')
+                recipe = f'{folder}/{backbone}_{method}.yaml'
+                published = f'{arch}.{tag}' in PUBLISHED_CHECKPOINTS
+                ckpt = WsolCheckpoint(arch, tag, dataset, num_classes, recipe, published)
                 out[ckpt.name] = ckpt
     return out
 
@@ -96,35 +106,42 @@ def wsol_pretrained_cfgs(
 
     ``base`` is the architecture's own cfg (its ImageNet-initialisation entry): its preprocessing, ``first_conv``
     and ``classifier`` are kept. Put these entries *after* the default tag, so ``pretrained=True`` without a
-    tag keeps meaning the initialisation weights. Weights are safetensors only (``hf_hub_filename``), and the
-    cfgs describe the WSOL evaluation transform: resize to 224x224, no crop (``crop_mode='squash'``).
+    tag keeps meaning the initialisation weights. The cfgs describe the WSOL evaluation transform: resize to
+    224x224, no crop (``crop_mode='squash'``).
     """
-    base = dict(base or {})
-    cfgs = {}
-    for name, ckpt in WSOL_CHECKPOINTS.items():
-        if ckpt.architecture != architecture:
-            continue
-        cfg = {k: base[k] for k in _INHERITED if base.get(k) is not None}
-        if tuple(base.get('input_size', (3, 224, 224)))[1:] == (224, 224) and base.get('pool_size'):
-            cfg['pool_size'] = base['pool_size']
-        cfg.update(
-            hf_hub_id=ckpt.repo_id,
-            hf_hub_filename=WEIGHTS_NAME,
-            num_classes=ckpt.num_classes,
-            input_size=(3, 224, 224),
-            crop_pct=1.0,
-            crop_mode='squash',
-            paper_name=ADL_PAPER,
-            paper_ids=ADL_PAPER_ID,
-            notes=(f'WSOL checkpoint trained on {ckpt.dataset} with `timm-adl train {ckpt.recipe}`.',),
-        )
-        cfgs[name] = cfg
+    cfgs = {
+        name: checkpoint_cfg(ckpt, base)
+        for name, ckpt in WSOL_CHECKPOINTS.items()
+        if ckpt.architecture == architecture
+    }
     if not cfgs:
         raise ValueError(
             f'no WSOL checkpoints are defined for {architecture!r}; '
             f'known architectures: {sorted({c.architecture for c in WSOL_CHECKPOINTS.values()})}'
         )
     return cfgs
+
+
+def checkpoint_cfg(ckpt: WsolCheckpoint, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The pretrained cfg of one WSOL checkpoint: its Hub repo (safetensors only) if it is published, else
+    no weight source at all, which is what keeps it out of ``timm.list_pretrained()`` (timm lists a tag
+    when its cfg has ``url``, ``file`` or ``hf_hub_id``)."""
+    base = dict(base or {})
+    cfg = {k: base[k] for k in _INHERITED if base.get(k) is not None}
+    if tuple(base.get('input_size', (3, 224, 224)))[1:] == (224, 224) and base.get('pool_size'):
+        cfg['pool_size'] = base['pool_size']
+    if ckpt.published:
+        cfg.update(hf_hub_id=ckpt.repo_id, hf_hub_filename=WEIGHTS_NAME)
+    cfg.update(
+        num_classes=ckpt.num_classes,
+        input_size=(3, 224, 224),
+        crop_pct=1.0,
+        crop_mode='squash',
+        paper_name=ADL_PAPER,
+        paper_ids=ADL_PAPER_ID,
+        notes=(f'WSOL checkpoint trained on {ckpt.dataset} with `timm-adl train {ckpt.recipe}`.',),
+    )
+    return cfg
 
 
 class CheckpointNotPublishedError(FileNotFoundError):
@@ -135,8 +152,10 @@ class CorruptCheckpointError(ValueError):
     """A weights file that is truncated, corrupted or not safetensors: nothing was loaded from it."""
 
 
-def not_published_message(ckpt: WsolCheckpoint, err: BaseException) -> str:
-    if isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)) or not isinstance(
+def not_published_message(ckpt: WsolCheckpoint, err: BaseException | None = None) -> str:
+    if err is None:  # asked for by name: the registry knows it is not published, nothing was downloaded
+        why = 'is not published yet (no timm-adl release lists it as downloadable)'
+    elif isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)) or not isinstance(
         err, FileNotFoundError
     ):
         why = f'is not published on the Hugging Face Hub yet ({type(err).__name__})'
@@ -177,6 +196,19 @@ def _requested_cfg(architecture: str, kwargs: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+_SOURCE_FIELDS = ('url', 'file', 'hf_hub_id', 'state_dict')
+
+
+def _unpublished_request(architecture: str, kwargs: Mapping[str, Any]) -> WsolCheckpoint | None:
+    """The unpublished WSOL checkpoint a ``pretrained=True`` call names, if it names one and gives no other
+    weight source (an overlay ``file=`` of a local copy still loads)."""
+    cfg = _requested_cfg(architecture, kwargs)
+    ckpt = WSOL_CHECKPOINTS.get(f'{cfg.get("architecture")}.{cfg.get("tag")}')
+    if ckpt is None or ckpt.published or any(cfg.get(k) for k in _SOURCE_FIELDS):
+        return None
+    return ckpt
+
+
 def _weights_location(cfg: Mapping[str, Any]) -> str:
     if cfg.get('source') == 'local-dir' or cfg.get('file'):
         return f'the weights file under {cfg.get("file")}'
@@ -191,8 +223,9 @@ F = TypeVar('F', bound=Callable[..., Any])
 def explain_hub_errors(fn: F) -> F:
     """Wrap a model entrypoint so weight-loading failures come out as clear errors.
 
-    - A WSOL checkpoint tag (``WSOL_CHECKPOINTS``) whose Hub repo cannot be had raises
-      ``CheckpointNotPublishedError`` saying how to train it from its recipe, instead of a raw Hub error.
+    - A WSOL checkpoint tag (``WSOL_CHECKPOINTS``) that is not published, or whose Hub repo cannot be had,
+      raises ``CheckpointNotPublishedError`` saying how to train it from its recipe, instead of timm's
+      "No pretrained weights exist" or a raw Hub error.
     - A weights file safetensors cannot parse (truncated, corrupted) raises ``CorruptCheckpointError``.
 
     Apply it under ``@register_model`` (``functools.wraps`` keeps the name timm registers and the signature).
@@ -200,6 +233,10 @@ def explain_hub_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def entrypoint(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get('pretrained', args[0] if args else False):
+            unpublished = _unpublished_request(fn.__name__, kwargs)
+            if unpublished is not None:
+                raise CheckpointNotPublishedError(not_published_message(unpublished))
         try:
             return fn(*args, **kwargs)
         except HUB_NOT_FOUND as err:

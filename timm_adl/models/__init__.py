@@ -2,6 +2,10 @@
 
 Each ``*_adl`` model is its baseline with ADL put in by ``timm_adl.insert`` (so ``timm_adl.adl_points``
 reports where), and has the same parameters, state_dict keys and ImageNet weights as the baseline.
+
+The model modules do not use ``from __future__ import annotations``: torch.fx copies a ``forward``'s
+annotations into the code it generates, and postponed (string) ones become names such as ``_torch_Tensor_``
+that TorchScript cannot resolve, so ``torch.jit.script`` of an FX-traced model would fail.
 """
 
 from .wsol_inception import InceptionV3Wsol, inception_v3_adl, inception_v3_wsol

@@ -4,8 +4,6 @@ filter, and the one place where ADL is put into a baseline.
 Not a model module (it registers nothing), so its name never shows up in ``timm.list_modules()``.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 

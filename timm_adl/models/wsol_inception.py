@@ -9,14 +9,12 @@ Differences from timm's ``inception_v3``, all taken from wsolevaluation's trunk 
   (``SPG_A3_1b``, ``SPG_A3_2b``, wsolevaluation's names) end the trunk.
 """
 
-from __future__ import annotations
-
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ConvNormAct, create_classifier
+from timm.layers import ConvNormAct, create_classifier, get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 from timm.models.inception_v3 import InceptionA, InceptionB, InceptionC
 from torch import nn
@@ -30,6 +28,14 @@ __all__ = ['InceptionV3Wsol']
 # after the second extra conv (SPG_A3_2b), i.e. on the final map.
 _ADL_AFTER = ('Mixed_5d', 'Mixed_6e', 'SPG_A3_2b')
 
+# The trunk's blocks after the stem, in forward order (parameter groups for layer-wise lr decay).
+_BLOCKS = (
+    *(f'Mixed_5{c}' for c in 'bcd'),
+    *(f'Mixed_6{c}' for c in 'abcde'),
+    'SPG_A3_1b',
+    'SPG_A3_2b',
+)
+
 
 class InceptionBStride1(InceptionB):
     """timm's InceptionB (``Mixed_6a``) at stride 1 with 'same' padding in all three branches.
@@ -37,8 +43,14 @@ class InceptionBStride1(InceptionB):
     The stride moves to the max-pool in front of it (``InceptionV3Wsol.Pool3``), as in wsolevaluation.
     """
 
-    def __init__(self, in_channels: int, conv_block: Any) -> None:
-        super().__init__(in_channels, conv_block=conv_block)
+    def __init__(
+        self,
+        in_channels: int,
+        conv_block: Any,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_channels, conv_block=conv_block, device=device, dtype=dtype)
         for conv in (self.branch3x3.conv, self.branch3x3dbl_3.conv):
             conv.stride, conv.padding = (1, 1), (1, 1)
 
@@ -66,8 +78,11 @@ class InceptionV3Wsol(nn.Module):
         global_pool: str = 'avg',
         drop_rate: float = 0.0,
         num_features: int = 1024,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}  # timm's factory kwargs: create_model(device='meta') etc.
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -80,25 +95,27 @@ class InceptionV3Wsol(nn.Module):
             norm_kwargs=dict(eps=1e-3),
             act_kwargs=dict(inplace=True),
         )
-        self.Conv2d_1a_3x3 = conv_block(in_chans, 32, kernel_size=3, stride=2, padding=1)
-        self.Conv2d_2a_3x3 = conv_block(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = conv_block(32, 64, kernel_size=3, padding=1)
+        self.Conv2d_1a_3x3 = conv_block(in_chans, 32, kernel_size=3, stride=2, padding=1, **dd)
+        self.Conv2d_2a_3x3 = conv_block(32, 32, kernel_size=3, **dd)
+        self.Conv2d_2b_3x3 = conv_block(32, 64, kernel_size=3, padding=1, **dd)
         self.Pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        self.Conv2d_3b_1x1 = conv_block(64, 80, kernel_size=1)
-        self.Conv2d_4a_3x3 = conv_block(80, 192, kernel_size=3)
+        self.Conv2d_3b_1x1 = conv_block(64, 80, kernel_size=1, **dd)
+        self.Conv2d_4a_3x3 = conv_block(80, 192, kernel_size=3, **dd)
         self.Pool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        self.Mixed_5b = InceptionA(192, pool_features=32, conv_block=conv_block)
-        self.Mixed_5c = InceptionA(256, pool_features=64, conv_block=conv_block)
-        self.Mixed_5d = InceptionA(288, pool_features=64, conv_block=conv_block)
+        self.Mixed_5b = InceptionA(192, pool_features=32, conv_block=conv_block, **dd)
+        self.Mixed_5c = InceptionA(256, pool_features=64, conv_block=conv_block, **dd)
+        self.Mixed_5d = InceptionA(288, pool_features=64, conv_block=conv_block, **dd)
         self.Pool3 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-        self.Mixed_6a = InceptionBStride1(288, conv_block=conv_block)
-        self.Mixed_6b = InceptionC(768, channels_7x7=128, conv_block=conv_block)
-        self.Mixed_6c = InceptionC(768, channels_7x7=160, conv_block=conv_block)
-        self.Mixed_6d = InceptionC(768, channels_7x7=160, conv_block=conv_block)
-        self.Mixed_6e = InceptionC(768, channels_7x7=192, conv_block=conv_block)
-        self.SPG_A3_1b = nn.Sequential(nn.Conv2d(768, num_features, 3, padding=1), nn.ReLU(inplace=True))
+        self.Mixed_6a = InceptionBStride1(288, conv_block=conv_block, **dd)
+        self.Mixed_6b = InceptionC(768, channels_7x7=128, conv_block=conv_block, **dd)
+        self.Mixed_6c = InceptionC(768, channels_7x7=160, conv_block=conv_block, **dd)
+        self.Mixed_6d = InceptionC(768, channels_7x7=160, conv_block=conv_block, **dd)
+        self.Mixed_6e = InceptionC(768, channels_7x7=192, conv_block=conv_block, **dd)
+        self.SPG_A3_1b = nn.Sequential(
+            nn.Conv2d(768, num_features, 3, padding=1, **dd), nn.ReLU(inplace=True)
+        )
         self.SPG_A3_2b = nn.Sequential(
-            nn.Conv2d(num_features, num_features, 3, padding=1), nn.ReLU(inplace=True)
+            nn.Conv2d(num_features, num_features, 3, padding=1, **dd), nn.ReLU(inplace=True)
         )
         self.feature_info = [
             dict(num_chs=64, reduction=2, module='Conv2d_2b_3x3'),
@@ -108,10 +125,11 @@ class InceptionV3Wsol(nn.Module):
             dict(num_chs=num_features, reduction=16, module='SPG_A3_2b'),
         ]
 
-        self.num_features = self.head_hidden_size = num_features
+        self.num_features = num_features
         self.global_pool, self.head_drop, self.fc = create_classifier(
-            num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate
+            num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd
         )
+        self.head_hidden_size = num_features * self.global_pool.feat_mult()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -130,10 +148,13 @@ class InceptionV3Wsol(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^Conv2d_[1234]',
-            blocks=[(r'^Mixed_(\d)([a-e])', None), (r'^SPG_A3', (99999,))],
-        )
+        # timm turns regex groups into numbers, so the block letters (Mixed_5b) cannot be a group: each
+        # block gets its ordinal instead (coarse: one group per stage: Mixed_5, Mixed_6, the SPG convs).
+        if coarse:
+            blocks = [(r'^Mixed_5', (0,)), (r'^Mixed_6', (1,)), (r'^SPG_A3', (2,))]
+        else:
+            blocks = [(rf'^{name}\.', (i,)) for i, name in enumerate(_BLOCKS)]
+        return dict(stem=r'^Conv2d_[1234]', blocks=blocks)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -145,10 +166,17 @@ class InceptionV3Wsol(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        # As timm's InceptionV3: the new head lands on the model's device and dtype, in the model's mode.
+        dd = get_device_dtype(self)
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **dd
+        )
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Pool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))

@@ -6,8 +6,6 @@ stage (``blocks.4.0.conv_dw``, the network's last stride-2 conv) set to stride 1
 keys, shapes and timm's ImageNet weights are unchanged.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from timm.models import EfficientNet, generate_default_cfgs, model_entrypoint, register_model

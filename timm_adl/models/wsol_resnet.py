@@ -6,8 +6,6 @@ and clovaai/wsolevaluation only change the stride, so the keys and shapes stay t
 weights load unchanged.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from timm.models import ResNet, generate_default_cfgs, model_entrypoint, register_model

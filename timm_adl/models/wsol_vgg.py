@@ -6,12 +6,10 @@ channels + ReLU, global average pooling and a linear classifier: a 14x14 CAM at 
 paper, the ADL paper and clovaai/wsolevaluation (``VggCam``).
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
-from timm.layers import ClassifierHead
+from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
@@ -45,8 +43,11 @@ class VggGap(nn.Module):
         global_pool: str = 'avg',
         drop_rate: float = 0.0,
         num_features: int = 1024,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}  # timm's factory kwargs: create_model(device='meta') etc.
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -63,7 +64,7 @@ class VggGap(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 stride *= 2
             else:
-                layers += [nn.Conv2d(prev_chs, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(prev_chs, int(v), kernel_size=3, padding=1, **dd), nn.ReLU(inplace=True)]
                 prev_chs = int(v)
         self.features = nn.Sequential(*layers)
         self.feature_info.append(
@@ -71,12 +72,14 @@ class VggGap(nn.Module):
         )
 
         # The CAM paper's extra layer ("conv6" in wsolevaluation, "new" in junsukchoe/ADL): no norm layer.
-        self.conv6 = nn.Conv2d(prev_chs, num_features, kernel_size=3, padding=1)
+        self.conv6 = nn.Conv2d(prev_chs, num_features, kernel_size=3, padding=1, **dd)
         self.act6 = nn.ReLU(inplace=True)
         self.feature_info.append(dict(num_chs=num_features, reduction=stride, module='act6'))
 
         self.num_features = self.head_hidden_size = num_features
-        self.head = ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = ClassifierHead(
+            num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -104,8 +107,10 @@ class VggGap(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        # A new classifier lands on the model's device and dtype, whatever happened to the old one.
+        dd = get_device_dtype(self)
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, **dd)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
