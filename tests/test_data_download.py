@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fakes import make_fake_cub, write_image
+from fakes import make_fake_cub, make_fake_imagenet, make_fake_wsol_metadata, write_image
 
 from timm_adl.cli import main
 from timm_adl.data import WSOLMetadataDataset
@@ -19,6 +21,8 @@ from timm_adl.data.cub import load_cub_records
 from timm_adl.data.download import DownloadError, download_file, extract_archive
 from timm_adl.data.metadata_write import carve_val_split
 from timm_adl.data.prepare_cub import prepare_cub
+from timm_adl.data.prepare_imagenet import prepare_imagenet
+from timm_adl.data.prepare_openimages import prepare_openimages
 
 
 class _Server:
@@ -286,3 +290,84 @@ def test_cli_prints_the_training_overrides(tmp_path, cub_archive, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'lower --val-per-class' in err[0]
     assert main(['data']) == 2
+
+
+def _tar(path: Path, files: dict[str, Path], mode: str = 'w') -> Path:
+    with tarfile.open(path, mode) as tar:
+        for arcname, src in files.items():
+            tar.add(src, arcname=arcname)
+    return path
+
+
+def test_prepare_imagenet_from_the_official_archives(tmp_path):
+    src = tmp_path / 'src'
+    fake = make_fake_imagenet(src, mapping=False)  # val images flat, XML under Annotations/CLS-LOC/val
+    synsets = sorted({i['synset'] for i in fake['images']})
+    # ILSVRC2012_img_train.tar holds one tar per synset.
+    inner = {}
+    for k, synset in enumerate(synsets):
+        for j in range(2):
+            write_image(src / 'train' / synset / f'{synset}_{j}.JPEG', (20, 16), seed=100 + 2 * k + j)
+        inner[f'{synset}.tar'] = _tar(
+            tmp_path / f'{synset}.tar',
+            {f'{synset}_{j}.JPEG': src / 'train' / synset / f'{synset}_{j}.JPEG' for j in range(2)},
+        )
+    train_tar = _tar(tmp_path / 'ILSVRC2012_img_train.tar', inner)
+    val_tar = _tar(
+        tmp_path / 'ILSVRC2012_img_val.tar', {i['id']: src / 'val' / i['id'] for i in fake['images']}
+    )
+    boxes_tgz = _tar(
+        tmp_path / 'bbox_val.tgz', {f'val/{i["xml"].name}': i['xml'] for i in fake['images']}, 'w:gz'
+    )
+
+    prepared = prepare_imagenet(tmp_path / 'data', train=train_tar, val=val_tar, val_boxes=boxes_tgz)
+    assert prepared.split_sizes == {'train': 6, 'test': 6} and 'val_split=null' in prepared.val_source
+    train = WSOLMetadataDataset(
+        prepared.root, 'train', metadata_root=prepared.metadata_root, is_training=True
+    )
+    assert [(r.image_id, r.label) for r in train.records] == [
+        (f'train/{s}/{s}_{j}.JPEG', k) for k, s in enumerate(synsets) for j in range(2)
+    ]
+    test = WSOLMetadataDataset(prepared.root, 'test', metadata_root=prepared.metadata_root).records
+    for r, want in zip(test, fake['images'], strict=True):
+        assert r.image_id == f'val/{want["id"]}' and r.label == synsets.index(want['synset'])
+        assert list(r.boxes) == [tuple(float(v) for v in b) for b in want['boxes']] and r.size == want['size']
+    assert not list((tmp_path / 'data' / 'ILSVRC').glob('.*'))  # no staging folder left
+
+    # The user's unpacked folders are linked, not copied.
+    again = prepare_imagenet(
+        tmp_path / 'linked', train=src / 'train', val=src / 'val', val_boxes=src / 'Annotations'
+    )
+    assert (again.root / 'train').is_symlink() and again.split_sizes == prepared.split_sizes
+
+
+def test_prepare_openimages_from_wsolevaluation_archives(tmp_path):
+    src = tmp_path / 'src'
+    fake = make_fake_wsol_metadata(src, kind='masks')
+    images = tmp_path / 'OpenImages_images.zip'
+    annotations = tmp_path / 'OpenImages_annotations.zip'
+    with zipfile.ZipFile(images, 'w') as zf:
+        for split in ('train', 'val', 'test'):
+            for item in fake[split]:
+                zf.write(src / item['id'], item['id'])
+    with zipfile.ZipFile(annotations, 'w') as zf:
+        for p in (src / 'masks').rglob('*.png'):
+            zf.write(p, p.relative_to(src).as_posix())
+    prepared = prepare_openimages(tmp_path / 'data', images, annotations, src / 'metadata')
+    assert prepared.mask_root == prepared.root / 'masks'
+    assert prepared.split_sizes == {'train': 6, 'val': 6, 'test': 6}
+    test = WSOLMetadataDataset(
+        prepared.root, 'test', metadata_root=prepared.metadata_root, mask_root=prepared.mask_root
+    )
+    assert [r.image_id for r in test.records] == [i['id'] for i in fake['test']]
+
+    # A missing mask is reported now, and leaves no metadata folder behind.
+    broken = tmp_path / 'broken'
+    shutil.copytree(src / 'metadata', broken)
+    first = fake['test'][1]['id'].removesuffix('.jpg')
+    with open(broken / 'test' / 'localization.txt', 'a') as f:
+        f.write(f'{fake["test"][1]["id"]},{first}_m9.png,\n')
+    shutil.rmtree(tmp_path / 'data' / 'OpenImages' / 'metadata')
+    with pytest.raises(FileNotFoundError, match=r'_m9\.png'):
+        prepare_openimages(tmp_path / 'data', images, annotations, broken)
+    assert not (tmp_path / 'data' / 'OpenImages' / 'metadata').exists()

@@ -78,6 +78,8 @@ def _report(prepared) -> int:
     sizes = ', '.join(f'{k} {v}' for k, v in prepared.split_sizes.items())
     print(f'{prepared.name}: {sizes} images; val: {prepared.val_source}')
     print(f'metadata: {prepared.metadata_root}')
+    if prepared.mask_root is not None:
+        print(f'masks: {prepared.mask_root} (timm-adl eval --mask-dir)')
     print(f'train with: {prepared.overrides()}')
     return 0
 

@@ -32,6 +32,7 @@ class PreparedDataset:
     metadata_root: Path  # holds one folder per split
     split_sizes: dict[str, int] = field(default_factory=dict)
     val_source: str = ''  # where the validation (train-fullsup) split comes from
+    mask_root: Path | None = None  # mask data sets: where mask paths are relative to (eval --mask-dir)
 
     def overrides(self) -> str:
         return f'data.root={self.root} data.metadata_root={self.metadata_root}'
