@@ -55,7 +55,10 @@ def test_recipe_path_wins_over_name(tmp_path, monkeypatch):
 
 
 def test_unknown_recipe_names_the_closest():
-    with pytest.raises(ConfigError, match=r"'cub/resnet50_adl'.*closest: cub/resnet50_se_adl"):
+    with pytest.raises(
+        ConfigError,
+        match=r'not found: cub/resnet50_adl \(nor a packaged recipe name; closest: cub/resnet50_se_adl\b',
+    ):
         resolve_recipe('cub/resnet50_adl')
 
 
@@ -74,7 +77,7 @@ def test_cli_lists_and_loads_packaged_recipes(capsys, tmp_path, monkeypatch):
 
     assert main(['train', 'cub/nope']) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'cub/nope'" in err[0]
+    assert len(err) == 1 and 'recipe file not found: cub/nope' in err[0]
     assert main(['train']) == 2
 
 

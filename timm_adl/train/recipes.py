@@ -65,7 +65,7 @@ def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
     if name in known:
         return known[name]
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    hint = f'; closest: {", ".join(close)}' if close else '; `timm-adl recipes` lists them'
+    hint = f'closest: {", ".join(close)}' if close else '`timm-adl recipes` lists them'
     raise ConfigError(
-        f'recipe {os.fspath(name_or_path)!r} is neither a file nor a packaged recipe name{hint}'
+        f'recipe file not found: {os.fspath(name_or_path)} (nor a packaged recipe name; {hint})'
     )
