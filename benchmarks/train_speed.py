@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from timm_adl.data import wsol_collate
 import timm_adl.train.engine as engine
+from timm_adl.data import wsol_collate
 from timm_adl.train import load_config, run_training
 from timm_adl.train.distributed import DistInfo
 from timm_adl.train.engine import build_datasets, build_model, train_mean_std
