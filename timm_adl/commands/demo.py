@@ -51,8 +51,10 @@ TINY_OVERRIDES = ('epochs=1', 'batch_size=32')
 
 
 def recipe_dir() -> Path:
-    """``recipes/synthetic`` of the source tree (the recipes are YAML files beside the package)."""
-    return Path(__file__).resolve().parents[2] / 'recipes' / 'synthetic'
+    """``synthetic/`` of the packaged recipes (installed wheel or source checkout)."""
+    from ..train.recipes import recipes_dir
+
+    return recipes_dir() / 'synthetic'
 
 
 def _recipe(method: str) -> Path:
@@ -60,9 +62,7 @@ def _recipe(method: str) -> Path:
     if not path.is_file():
         from ..cli import CliError
 
-        raise CliError(
-            f'demo recipe not found: {path} (the demo needs the recipes/ folder of a source checkout)'
-        )
+        raise CliError(f'demo recipe not found: {path} (the package is incomplete: reinstall timm-adl)')
     return path
 
 

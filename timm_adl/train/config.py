@@ -132,7 +132,7 @@ class TrainConfig:
     cam_method: str = 'cam'  # how validation makes its maps: one of timm_adl.cam.CAM_METHODS
     ckpt_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    amp: str = 'none'  # none | bf16 | fp16 (GPU only)
+    amp: str = 'none'  # none | bf16 | fp16 (fp16 GPU only; device=auto without a GPU turns amp off)
     channels_last: bool = False
     compile: bool = False
     num_workers: int = 2
@@ -444,8 +444,8 @@ def check_values(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"config key 'data.std' must hold values > 0 (it divides the input), got {cfg.data.std}"
         )
-    if cfg.amp != 'none' and cfg.device == 'cpu':
-        raise ConfigError(f'amp={cfg.amp} needs a GPU; use amp=none with device=cpu')
+    if cfg.amp == 'fp16' and cfg.device == 'cpu':
+        raise ConfigError('amp=fp16 needs a GPU; use amp=bf16 or amp=none with device=cpu')
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -331,9 +331,12 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     if info.enabled and info.world_size > 1 and cfg.batch_size % info.world_size:
         raise ConfigError(f'batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes')
     use_cuda = device.type == 'cuda'
-    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(cfg.amp) if use_cuda else None
-    channels_last = cfg.channels_last and use_cuda
-    if not use_cuda and (cfg.amp != 'none' or cfg.channels_last):
+    # A GPU recipe (device: auto) run without a GPU drops its GPU settings; device: cpu keeps bf16 autocast
+    # and channels_last, so those paths can be exercised on a CPU (fp16 on CPU is refused by the config).
+    gpu_settings = use_cuda or cfg.device == 'cpu'
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(cfg.amp) if gpu_settings else None
+    channels_last = cfg.channels_last and gpu_settings
+    if not gpu_settings and (cfg.amp != 'none' or cfg.channels_last):
         _log(info, f'note: running on {device}: amp={cfg.amp} and channels_last={cfg.channels_last} are off')
 
     # Model first (its pretrained cfg gives the normalisation), then the data, then the class count.
