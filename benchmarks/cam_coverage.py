@@ -2,8 +2,9 @@
 
 For each model module of timm (``timm.list_modules()``), build its smallest architecture (fewest parameters,
 counted on the meta device) with 10 classes and random weights, at a small input (96 px where the model
-accepts any size, else its configured size), and for each method check: maps of shape (2, H, W), finite,
-in [0, 1], not degenerate (each map reaches 1), identical on a second call. Also prints the dense-head
+accepts any size and keeps a feature map of at least 2x2 cells there, else its configured size), and for
+each method check: maps of shape (2, H, W), finite, in [0, 1], not degenerate (each map reaches 1),
+identical on a second call. Also prints the dense-head
 logit difference (``timm_adl.cam_heads.dense_head_gap``: max |spatial mean of the per-cell logits - real
 logits| / max |logits|): 'exact' when below 1e-4 (the head is linear after its pooling), else the figure
 (random weights: trained heads differ). Prints a table per family and the share of ALL families with maps.
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 import timm_adl  # noqa: F401  (registers timm_adl's models; only timm's own modules are checked)
 from timm_adl.cam import CAM_METHODS, compute_cams
-from timm_adl.cam_heads import dense_head_gap
+from timm_adl.cam_heads import dense_head_gap, feature_layout
 
 SMALL = 96
 EXACT = 1e-4
@@ -67,8 +68,12 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
     if not cfg.get('fixed_input_size', False) and size > SMALL:
         try:
             with torch.no_grad():
-                model(torch.randn(1, 3, SMALL, SMALL))
-            size = SMALL
+                x = torch.randn(1, 3, SMALL, SMALL)
+                feats = model.forward_features(x)
+                model.forward_head(feats)
+            grid = feature_layout(model, feats, (SMALL, SMALL)).grid
+            if min(grid) >= 2:  # a 1x1 map has no localisation: use the model's own size
+                size = SMALL
         except Exception:
             pass
     return model, size

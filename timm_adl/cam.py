@@ -159,8 +159,8 @@ def _class_maps(
     model: nn.Module, feats: torch.Tensor, logits: torch.Tensor, labels: Any, input_hw: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """'cam': (N, T, h, w) raw maps and the (N, T) classes; the reference's maps on a GAP + linear head."""
-    classes = _classes(logits, labels)
     layout = feature_layout(model, feats, input_hw)
+    classes = _classes(logits, labels)
     found = linear_classifier(model)
     gap = None
     if found is not None and layout.kind == 'NCHW':

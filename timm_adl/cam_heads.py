@@ -165,6 +165,11 @@ def _channels_last(model: nn.Module, feats: torch.Tensor) -> bool:
 def feature_layout(model: nn.Module, feats: torch.Tensor, input_hw: tuple[int, int]) -> FeatureLayout:
     """The layout of ``forward_features``' output ``feats`` for inputs of size ``input_hw``."""
     name = _model_name(model)
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(
+            f'CAM needs one feature map, but forward_features of model {name!r} returned a '
+            f'{type(feats).__name__} (multi-branch features: one token set per branch and scale)'
+        )
     if feats.ndim == 4:
         if _channels_last(model, feats):
             return FeatureLayout('NHWC', (int(feats.shape[1]), int(feats.shape[2])))
@@ -339,13 +344,13 @@ def class_score_gradients(
     try:
         with torch.inference_mode(False), torch.no_grad():
             feats = model.forward_features(images)
+            layout = feature_layout(model, feats, tuple(images.shape[-2:]))  # also refuses non-tensors
             if not feats.requires_grad:  # the block was not on the way: start the graph at the features
                 feats = feats.detach().clone().requires_grad_(True)
                 captured.clear()
                 torch.set_grad_enabled(True)
             logits = model.forward_head(feats)
             classes = pick_classes(logits.detach())
-            layout = feature_layout(model, feats, tuple(images.shape[-2:]))
             keep = 'x' in captured and layout.kind == 'NLC'
             grads = _scores_gradients(logits, feats, classes, keep)
             if keep and all(to_grid(g, layout).abs().sum() == 0 for g in grads):
