@@ -103,11 +103,15 @@ def check(name: str) -> tuple[dict[str, str], str]:
     for method in CAM_METHODS:
         try:
             results[method] = f'ok {check_method(model, x, labels, method)}'
+        except TimeoutError:
+            raise
         except Exception as err:
             results[method] = f'FAILS: {type(err).__name__}: {str(err).splitlines()[0][:160]}'
     try:
         gap = dense_head_gap(model, x)
         head = 'exact' if gap < EXACT else f'approx {gap:.2g}'
+    except TimeoutError:
+        raise
     except Exception as err:
         head = f'no dense head ({type(err).__name__})'
     return results, f'{size}px, {head}'
@@ -142,7 +146,9 @@ def _run_family_args(job: tuple[str, int]):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--modules', nargs='*', help='timm modules to check (default: all)')
-    parser.add_argument('--timeout', type=int, default=120, help='seconds per family')
+    parser.add_argument(
+        '--timeout', type=int, default=120, help='seconds per family (checked between Python calls)'
+    )
     parser.add_argument('--jobs', type=int, default=1, help='families checked in parallel (one process each)')
     args = parser.parse_args()
     torch.set_num_threads(1)
