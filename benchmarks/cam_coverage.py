@@ -63,6 +63,13 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
     """The model with random weights and its input size: SMALL px where it runs there, else its own."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10).eval()
+    with (
+        torch.no_grad()
+    ):  # some families zero-initialise the classifier (Hiera): constant maps, as training would not leave it
+        for module in model.modules():
+            weight = getattr(module, 'weight', None)
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not weight.any():
+                torch.nn.init.normal_(weight, std=0.02)
     cfg = model.pretrained_cfg
     size = int(cfg.get('input_size', (3, 224, 224))[-1])
     if not cfg.get('fixed_input_size', False) and size > SMALL:
