@@ -153,6 +153,21 @@ def _token_grid(n_patch: int, input_hw: tuple[int, int]) -> tuple[int, int]:
     return best[1]
 
 
+def _prefix_tokens(model: nn.Module, length: int, input_hw: tuple[int, int]) -> int:
+    """``num_prefix_tokens``; for models without it (VOLO), the fewest leading tokens (0-2) that leave a
+    grid of the input's aspect ratio (197 tokens on a square input: one class token and 14 x 14)."""
+    given = getattr(model, 'num_prefix_tokens', None)
+    if isinstance(given, int):
+        return given
+    aspect = input_hw[0] / max(input_hw[1], 1)
+    for prefix in range(3):
+        if length - prefix >= 1:
+            h, w = _token_grid(length - prefix, input_hw)
+            if abs(math.log(h / w) - math.log(aspect)) <= math.log(1.5):
+                return prefix
+    return 0
+
+
 def _channels_last(model: nn.Module, feats: torch.Tensor) -> bool:
     for owner in (model, getattr(model, 'head', None)):
         fmt = getattr(owner, 'output_fmt', None) if owner is model else getattr(owner, 'input_fmt', None)
@@ -175,7 +190,7 @@ def feature_layout(model: nn.Module, feats: torch.Tensor, input_hw: tuple[int, i
             return FeatureLayout('NHWC', (int(feats.shape[1]), int(feats.shape[2])))
         return FeatureLayout('NCHW', (int(feats.shape[2]), int(feats.shape[3])))
     if feats.ndim == 3:
-        prefix = int(getattr(model, 'num_prefix_tokens', 0) or 0)
+        prefix = _prefix_tokens(model, int(feats.shape[1]), input_hw)
         n_patch = int(feats.shape[1]) - prefix
         if n_patch < 1:
             raise ValueError(
