@@ -344,15 +344,21 @@ def class_score_gradients(
     features): nothing before it is recorded. Parameters get no ``.grad``; a caller's no_grad or inference
     mode is overridden locally.
     """
-    captured: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []
 
     def start_graph(module, args):
-        if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
-            return None
-        leaf = args[0].detach().clone().requires_grad_(True)  # clone: a normal tensor even in inference mode
-        captured['x'] = leaf
-        torch.set_grad_enabled(True)  # undone when the surrounding no_grad block exits
-        return (leaf, *args[1:])
+        captured.clear()
+        out = []
+        for arg in args:  # every tensor input (TNT's block takes inner and outer tokens)
+            if isinstance(arg, torch.Tensor) and arg.is_floating_point():
+                arg = (
+                    arg.detach().clone().requires_grad_(True)
+                )  # clone: a normal tensor even in inference mode
+                captured.append(arg)
+            out.append(arg)
+        if captured:
+            torch.set_grad_enabled(True)  # undone when the surrounding no_grad block exits
+        return tuple(out)
 
     block = _last_block(model)
     handle = block.register_forward_pre_hook(start_graph) if block is not None else None
@@ -366,15 +372,17 @@ def class_score_gradients(
                 torch.set_grad_enabled(True)
             logits = model.forward_head(feats)
             classes = pick_classes(logits.detach())
-            keep = 'x' in captured and layout.kind == 'NLC'
+            n_patch = layout.grid[0] * layout.grid[1]
+            tokens = [
+                t for t in captured if t.ndim == 3 and t.shape[0] == feats.shape[0] and t.shape[1] >= n_patch
+            ]
+            keep = bool(tokens) and layout.kind == 'NLC'
             grads = _scores_gradients(logits, feats, classes, keep)
             if keep and all(to_grid(g, layout).abs().sum() == 0 for g in grads):
-                x = captured['x']
-                n_patch = layout.grid[0] * layout.grid[1]
-                if x.ndim == 3 and x.shape[1] >= n_patch and x.shape[-1] > 0:
-                    layout = FeatureLayout('NLC', layout.grid, int(x.shape[1]) - n_patch)
-                    grads = _scores_gradients(logits, x, classes, False)
-                    feats = x
+                x = tokens[0]
+                layout = FeatureLayout('NLC', layout.grid, int(x.shape[1]) - n_patch)
+                grads = _scores_gradients(logits, x, classes, False)
+                feats = x
     finally:
         if handle is not None:
             handle.remove()
