@@ -174,3 +174,11 @@ def test_headless_and_pooled_features_are_clear_errors():
     headless.reset_classifier(0)
     with pytest.raises(ValueError, match='Identity'):
         compute_cams(headless, _x(), method='gradcam')
+
+
+def test_prefix_tokens_inferred_without_num_prefix_tokens():
+    """VOLO has a class token but no ``num_prefix_tokens``: 17 tokens on a square input are 1 + 4 x 4."""
+    bare = nn.Module()
+    layout = feature_layout(bare, torch.zeros(1, 17, 8), (64, 64))
+    assert layout.grid == (4, 4) and layout.num_prefix_tokens == 1
+    assert feature_layout(bare, torch.zeros(1, 16, 8), (64, 64)).num_prefix_tokens == 0
