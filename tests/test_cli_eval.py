@@ -90,7 +90,10 @@ def test_cam_command_errors_are_one_line(tmp_path, ckpt, capsys):
             r'--class 2 is out of range.*2 classes',
         ),
         (['--model', 'test_resnet', '--checkpoint', tmp_path / 'w.pth'], r'checkpoint not found'),
-        (['--model', 'test_convnext', '--num-classes', 2], r'global-average-pool \+ linear'),
+        (  # issue 10: ConvNeXt now has CAMs; a max-pooling head is still refused
+            ['--model', 'test_resnet', '--num-classes', 2, '--model-kwargs', 'global_pool=max'],
+            r'global-average-pool \+ linear',
+        ),
     ]:
         code, _, err = _run(base + argv, capsys)
         assert code == 2, argv
