@@ -6,6 +6,7 @@ it reads the graph, shapes, levels and cuts that ``ModelPoints`` computed.
 
 from __future__ import annotations
 
+import math
 import re
 
 from torch import fx, nn
@@ -140,7 +141,31 @@ class AliasRules:
             )
         else:
             aliases['last'] = self.boundary(spatial_cuts[-1])
+        self._token_aliases(aliases)
         return aliases
+
+    def _token_aliases(self, aliases: dict[str, tuple[str | None, fx.Node]]) -> None:
+        """``poolN`` / ``last`` on channels-last or token block boundaries (Swin, MambaOut), where the
+        (N, C, H, W) rules found none and the token maps themselves down-sample (at least two strides; a
+        plain ViT has one, so its blocks are named instead)."""
+        rows = [(path, out, self._grid_level(out)) for path, out in self.token_boundaries()]
+        rows = [row for row in rows if row[2] is not None]
+        if len({level for _, _, level in rows}) < 2:
+            return
+        for path, out, level in rows:
+            name = f'pool{level}'
+            if level and name not in aliases:
+                aliases[name] = (path, out)
+                self.missing.pop(name, None)
+        if 'last' not in aliases:
+            aliases['last'] = rows[-1][:2]
+            self.missing.pop('last', None)
+
+    def _grid_level(self, node: fx.Node) -> int | None:
+        """Halvings from the input to a token / channels-last grid, when its stride is a power of two."""
+        stride = self.stride(node)
+        level = round(math.log2(stride)) if stride > 0 else None
+        return level if level is not None and 2**level == stride else None
 
     def why_missing(self, alias: str) -> str:
         """Why an alias (``pool3``, ``last``) does not exist in this model, in one phrase."""

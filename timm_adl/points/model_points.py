@@ -33,24 +33,29 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
+from ..adl import ADL
 from .._fx import TraceFailure, Tracer, children_are_chain, trace
 from ._paths import match_path as _match_path
+from ._paths import parent as _parent
 from ._paths import prefixes as _prefixes
 from .aliases import ALIAS as _ALIAS
 from .aliases import AliasRules, is_norm_act_module
-from .shapes import default_input_size, eval_mode, is_nchw_map, is_tensor_meta, propagate_twice
+from .shapes import default_input_size, eval_mode, grid_layout, is_nchw_map, is_tensor_meta, propagate_twice
 
 __all__ = ['InsertionPoint', 'ModelPoints', 'analyse', 'insertion_points']
 
 
 @dataclass(frozen=True)
 class InsertionPoint:
-    """One place where ``insert`` can put an ADL.
+    """One place where ``insert`` can put a layer (ADL or any other): what a layer factory is given.
 
     ``alias``: ``'pool3'``, ``'last'``, ``'pool5,last'`` when one point has two aliases, or None.
     ``node``: the dotted FX node name of the output. ``module``: the module path ``insert`` uses (None for
-    a functional node). ``shape``: output shape for one image at the probed input size. ``stride``: the
-    nominal down-sampling factor from the input (2 ** number of halvings).
+    a functional node). ``shape``: output shape for one image at the probed input size (empty when
+    unknown: a model FX cannot trace). ``stride``: the nominal down-sampling factor from the input (2 **
+    number of halvings; the patch size for tokens; 0 when unknown). ``layout``: ``'NCHW'``, ``'NHWC'``,
+    ``'NLC'`` (tokens on a grid, after ``num_prefix_tokens`` class / register tokens) or None (not a map
+    on the input's grid, or unknown).
     """
 
     alias: str | None
@@ -58,10 +63,19 @@ class InsertionPoint:
     module: str | None
     shape: tuple[int, ...]
     stride: int
+    layout: str | None = 'NCHW'
+    num_prefix_tokens: int = 0
 
     @property
     def name(self) -> str:
         return self.module if self.module is not None else self.node
+
+    @property
+    def channels(self) -> int | None:
+        """The channel count a layer placed here receives (None when unknown)."""
+        if not self.shape:
+            return None
+        return self.shape[0] if self.layout == 'NCHW' else self.shape[-1]
 
 
 
@@ -88,6 +102,10 @@ class ModelPoints(AliasRules):
         self.shape = {n: tuple(n.meta['tensor_meta'].shape) for n in self.nodes if is_tensor_meta(n)}
         self.doubled = doubled  # shapes at twice the input height and width, when the model accepts that
         self._spatial = {n: self._is_spatial(n) for n in self.shape}
+        prefix_hint = int(getattr(model, 'num_prefix_tokens', 0) or 0)
+        big = doubled or {}
+        found = {n: grid_layout(s, big.get(n), self.input_size, prefix_hint) for n, s in self.shape.items()}
+        self.grid = {n: g for n, g in found.items() if g is not None and (g[0] != 'NCHW' or self.spatial(n))}
         self.modules = dict(model.named_modules())
         self.opaque = list(tracer.opaque)
         self._chain: dict[str, bool] = {}
@@ -175,17 +193,57 @@ class ModelPoints(AliasRules):
                 continue
             if out not in chosen or len(path) > len(chosen[out]):
                 chosen[out] = path
+        for path, out in self.token_boundaries():
+            if out not in chosen or len(path) > len(chosen[out]):
+                chosen[out] = path
         for path, out in self.aliases.values():
             chosen[out] = path if path is not None else self.qualname[out]
         points = []
         for out in sorted(chosen, key=self.index.__getitem__):
             path = chosen[out]
             alias = ','.join(alias_of[out]) if out in alias_of else None
-            module = path if path in self.modules else None
-            points.append(
-                InsertionPoint(alias, self.qualname[out], module, self.shape[out][1:], 2 ** self.level[out])
-            )
+            points.append(self.describe(out, path if path in self.modules else None, alias))
         return points
+
+    def describe(self, out: fx.Node, module: str | None, alias: str | None = None) -> InsertionPoint:
+        """The ``InsertionPoint`` for output node ``out`` (reached through ``module``, if any)."""
+        layout, prefix, _ = self.grid.get(out, (None, 0, None))
+        return InsertionPoint(
+            alias, self.qualname[out], module, self.shape[out][1:], self.stride(out), layout, prefix
+        )
+
+    def stride(self, node: fx.Node) -> int:
+        """2 ** halvings for (N, C, H, W) maps; input height over grid height for other grids; else 0."""
+        if node in self.level:
+            return 2 ** self.level[node]
+        if node in self.grid:
+            return round(self.input_size[1] / self.grid[node][2][0])
+        return 0
+
+    def token_boundaries(self) -> list[tuple[str, fx.Node]]:
+        """Block boundaries on channels-last or token grids: modules that are a chain child or a root child
+        and whose one output is a cut (a ViT's blocks, a Swin stage, its down-sampling)."""
+        if hasattr(self, '_token_rows'):
+            return self._token_rows
+        innermost: dict[fx.Node, str] = {}
+        for path, module in self.modules.items():
+            out = self.output_node(path) if path else None
+            if out is None or out not in self.cut or self.grid.get(out, ('NCHW',))[0] == 'NCHW':
+                continue
+            if isinstance(module, (nn.Identity, ADL)) or self._pre_norm(path, out):
+                continue
+            if ('.' not in path or self.is_chain(_parent(path))) and len(path) > len(innermost.get(out, '')):
+                innermost[out] = path
+        self._token_rows = [(innermost[out], out) for out in sorted(innermost, key=self.index.__getitem__)]
+        return self._token_rows
+
+    def point(self, kind: str, name: str) -> InsertionPoint:
+        """The ``InsertionPoint`` of a resolved name; shape and layout unknown inside a timm leaf module."""
+        node = self.node_for(kind, name)
+        module = name if kind == 'module' else None
+        if node is None or node not in self.shape:
+            return InsertionPoint(None, name, module, (), 0, None)
+        return self.describe(node, module)
 
     def _pre_norm(self, path: str, node: fx.Node) -> bool:
         """A norm that feeds a conv/linear directly belongs to that layer (ConvNeXt down-sampling norm)."""
@@ -203,7 +261,7 @@ class ModelPoints(AliasRules):
     # -- name resolution ---------------------------------------------------------------------------
     def module_point_ok(self, path: str) -> bool:
         out = self.output_node(path)
-        return out is not None and self.spatial(out)
+        return out is not None and out in self.grid
 
     def resolve(self, name: str) -> list[tuple[str, str]]:
         """``name`` -> [(kind, canonical name)], kind 'module' (module path) or 'node' (dotted node name)."""
@@ -229,7 +287,7 @@ class ModelPoints(AliasRules):
             if matches:
                 return [('module', p) for p in matches]
             raise ValueError(
-                f'pattern {name!r} matches no module with a spatial (N, C, H, W) output in '
+                f'pattern {name!r} matches no module with a feature-map or token-grid output in '
                 f'{type(self.model).__name__}; module paths look like {self._examples()}'
             )
         vocabulary = list(self.aliases) + [p for p in self.modules if p] + list(self.by_qualname)
@@ -246,7 +304,9 @@ class ModelPoints(AliasRules):
     def node_for(self, kind: str, name: str) -> fx.Node | None:
         return self.output_node(name) if kind == 'module' else self.by_qualname.get(name)
 
-    def check_spatial(self, kind: str, name: str) -> None:
+    def check_spatial(self, kind: str, name: str, adl: bool = True) -> None:
+        """Raise unless the point's output can take the layer: any tensor for a layer, a feature map, a
+        channels-last map or tokens on the input's grid for ADL."""
         node = self.node_for(kind, name)
         if node is None:
             if kind == 'module' and name in self.modules and self.outputs.get(name):
@@ -256,10 +316,12 @@ class ModelPoints(AliasRules):
                 )
             return  # inside a timm leaf module: not traced, checked at run time by ADL itself
         shape = self.shape.get(node)
-        if shape is None or len(shape) != 4:
+        if shape is None and not adl:
+            raise ValueError(f'the output of {name!r} in {type(self.model).__name__} is not one tensor')
+        if adl and (shape is None or (len(shape) != 4 and node not in self.grid)):
             raise ValueError(
                 f'the output of {name!r} in {type(self.model).__name__} is not a 4-D (N, C, H, W) feature map '
-                f'(shape {shape}); ADL needs one'
+                f"nor tokens on the input's grid (shape {shape}); ADL needs one"
             )
 
 
