@@ -12,13 +12,14 @@ from .cam import CamResult, cam_geometry, compute_cams
 from .hub import load
 from .models import BASELINES
 from .points import InsertionPoint, insertion_points
-from .surgery import adl_points, insert
+from .surgery import InsertedLayer, adl_points, insert, inserted_points, remove
 from .version import __version__
 
 __all__ = [
     'ADL',
     'BASELINES',
     'CamResult',
+    'InsertedLayer',
     'InsertionPoint',
     '__version__',
     'adl_maps',
@@ -29,10 +30,12 @@ __all__ = [
     'data',
     'hub',
     'insert',
+    'inserted_points',
     'insertion_points',
     'load',
     'metrics',
     'models',
+    'remove',
     'train',
     'viz',
 ]

@@ -16,7 +16,6 @@ def parent(path: str) -> str:
     return path.rpartition('.')[0]
 
 
-
 def match_path(pattern: str, path: str) -> bool:
     """Shell-style match, segment by segment: ``'stages.*'`` matches ``stages.0`` but not ``stages.0.blocks``;
     ``'**'`` matches any number of segments."""
@@ -30,4 +29,3 @@ def match_path(pattern: str, path: str) -> bool:
         return j < len(parts) and fnmatch.fnmatchcase(parts[j], pat[i]) and match(i + 1, j + 1)
 
     return match(0, 0)
-

@@ -37,7 +37,6 @@ def is_norm_act_module(module: nn.Module) -> bool:
     return 'Norm' in kind.__name__ and next(module.children(), None) is None
 
 
-
 class AliasRules:
     """``poolN`` / ``last`` for ``ModelPoints`` (a mixin: it uses the analysis state of ``ModelPoints``)."""
 

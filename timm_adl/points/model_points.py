@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
-from ..adl import ADL
 from .._fx import TraceFailure, Tracer, children_are_chain, trace
+from ..adl import ADL
 from ._paths import match_path as _match_path
 from ._paths import parent as _parent
 from ._paths import prefixes as _prefixes
@@ -76,7 +76,6 @@ class InsertionPoint:
         if not self.shape:
             return None
         return self.shape[0] if self.layout == 'NCHW' else self.shape[-1]
-
 
 
 class ModelPoints(AliasRules):
@@ -325,7 +324,6 @@ class ModelPoints(AliasRules):
             )
 
 
-
 def analyse(model: nn.Module, input_size: tuple[int, ...] | None = None) -> ModelPoints:
     """Trace ``model`` and propagate shapes at ``input_size`` (default: its pretrained input size).
 
@@ -360,7 +358,6 @@ def _trace_whole(model: nn.Module, max_leaves: int = 16) -> tuple[fx.Graph, Trac
             continue
         tracer.opaque = leaves
         return graph, tracer
-
 
 
 def insertion_points(

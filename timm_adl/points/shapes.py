@@ -32,7 +32,6 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
     return tuple(size) if size and len(size) == 3 else (3, 224, 224)
 
 
-
 def _is_norm_module(module: nn.Module) -> bool:
     kind = type(module)
     return kind.__module__.startswith(_NORM_MODULES) or (
@@ -40,10 +39,8 @@ def _is_norm_module(module: nn.Module) -> bool:
     )
 
 
-
 def is_tensor_meta(node: fx.Node) -> bool:
     return isinstance(node.meta.get('tensor_meta'), TensorMetadata)
-
 
 
 @contextlib.contextmanager
@@ -55,7 +52,6 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
-
 
 
 def propagate_twice(gm: fx.GraphModule, input_size: tuple[int, ...], meta: bool) -> dict | None:
@@ -113,7 +109,6 @@ def _propagate(gm: fx.GraphModule, input_size: tuple[int, ...], meta: bool) -> N
         torch.func.functional_call(
             runner, tensors, (torch.zeros((1, *input_size), device='meta'),), strict=False
         )
-
 
 
 # -- layouts -------------------------------------------------------------------------------------------
