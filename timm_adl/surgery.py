@@ -412,7 +412,9 @@ def _after_nodes(root: nn.Module, owner: str, items: list[tuple[str, nn.Module]]
         extra[made_name] = made
         insert_after(graph, node, made_name)
     gm = graph_module(module, graph, extra)
-    gm.inserted_original = (module,)  # a tuple: kept out of the child modules and of state_dict
+    # a tuple: kept out of the child modules and of state_dict; in meta's preserved attributes: kept by deepcopy
+    gm.inserted_original = (module,)
+    gm.meta.setdefault('_user_preserved_attributes', {})['inserted_original'] = gm.inserted_original
     _replace(root, owner, gm)
 
 
