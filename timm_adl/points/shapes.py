@@ -27,9 +27,15 @@ _NORM_MODULES = (
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """The pretrained cfg's input size; a patch embedding's own ``img_size`` wins (``img_size=32`` given to
+    a ViT made for 224 leaves the cfg at 224, and a fixed-size model accepts only its own size)."""
     cfg = getattr(model, 'pretrained_cfg', None) or getattr(model, 'default_cfg', None) or {}
     size = cfg.get('input_size') if isinstance(cfg, dict) else None
-    return tuple(size) if size and len(size) == 3 else (3, 224, 224)
+    size = tuple(size) if size and len(size) == 3 else (3, 224, 224)
+    embed_size = getattr(getattr(model, 'patch_embed', None), 'img_size', None)
+    if isinstance(embed_size, tuple) and len(embed_size) == 2 and all(isinstance(v, int) for v in embed_size):
+        size = (size[0], *embed_size)
+    return size
 
 
 def _is_norm_module(module: nn.Module) -> bool:
