@@ -88,3 +88,9 @@ def test_bad_layout_settings(kwargs: dict, bad: str) -> None:
 def test_wrong_rank_names_the_layout() -> None:
     with pytest.raises(ValueError, match=r'3-D feature map \(N, L, C\), got shape \(2, 3, 4, 4\)'):
         ADL(layout='NLC').train()(torch.randn(2, 3, 4, 4))
+
+
+def test_module_methods_still_work() -> None:
+    """``.to()`` / ``.double()`` go through ``nn.Module._apply``, which ADL must not shadow."""
+    layer = ADL(layout='NLC', num_prefix_tokens=1).to(torch.float64).double()
+    assert layer(torch.randn(2, 5, 3, dtype=torch.float64)).dtype == torch.float64

@@ -25,7 +25,11 @@ def test_vit_points_are_tokens_with_their_prefix() -> None:
     points = {p.name: p for p in insertion_points(_vit(), (3, 32, 32))}
     block = points['blocks.0']
     assert (block.layout, block.num_prefix_tokens, block.shape, block.channels, block.stride) == (
-        'NLC', 1, (17, 192), 192, 8
+        'NLC',
+        1,
+        (17, 192),
+        192,
+        8,
     )
     assert not any(p.alias for p in points.values())  # one stride only: no poolN / last, name the blocks
 

@@ -101,10 +101,10 @@ class ADL(nn.Module):
             return x
         if self.num_prefix_tokens > 0:
             prefix, grid = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
-            return torch.cat([prefix, self._apply(grid)], dim=1)
-        return self._apply(x)
+            return torch.cat([prefix, self._drop_or_weigh(grid)], dim=1)
+        return self._drop_or_weigh(x)
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _drop_or_weigh(self, x: torch.Tensor) -> torch.Tensor:
         channel_dim = 1 if self.layout == 'NCHW' else -1
         drop_mask, importance_map = adl_maps(x, self.gamma, channel_dim)
         draw_shape: list[int] = []
