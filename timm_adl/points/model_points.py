@@ -229,9 +229,11 @@ class ModelPoints(AliasRules):
             out = self.output_node(path) if path else None
             if out is None or out not in self.cut or self.grid.get(out, ('NCHW',))[0] == 'NCHW':
                 continue
-            if isinstance(module, (nn.Identity, ADL)) or self._pre_norm(path, out):
-                continue
-            if ('.' not in path or self.is_chain(_parent(path))) and len(path) > len(innermost.get(out, '')):
+            if isinstance(module, (nn.Identity, ADL, nn.ModuleList, nn.ModuleDict)) or self._pre_norm(path, out):
+                continue  # a ModuleList is never called: its "output" is its last item's
+            in_list = isinstance(self.modules.get(_parent(path)), nn.ModuleList)  # blocks called in a loop
+            boundary = '.' not in path or in_list or self.is_chain(_parent(path))
+            if boundary and len(path) > len(innermost.get(out, '')):
                 innermost[out] = path
         self._token_rows = [(innermost[out], out) for out in sorted(innermost, key=self.index.__getitem__)]
         return self._token_rows
