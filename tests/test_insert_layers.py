@@ -174,3 +174,19 @@ def test_remove_undoes_a_functional_point() -> None:
 def test_bad_layers_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         insert(_build('resnet10t'), after=['pool4'], **kwargs)
+
+
+def test_inserted_models_script() -> None:
+    """TorchScript compiles a model with ADL (train mode, same draw as eager) and with another layer."""
+    import warnings
+
+    model = insert(_build('resnet10t'), after=['pool3', 'pool4']).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.script is deprecated, still supported
+        scripted = torch.jit.script(model)
+        torch.jit.script(insert(_build('resnet10t'), after=['pool4'], layer=nn.Dropout2d, p=0.2))
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(0)
+    expected = model(x)
+    torch.manual_seed(0)
+    assert torch.equal(scripted(x), expected)
