@@ -61,7 +61,7 @@ def choose_points(points) -> list[str]:
     """``pool3`` and ``pool4``; else two grid block boundaries (the middle and the last one)."""
     if all(p in points.aliases for p in POINTS):
         return list(POINTS)
-    grid = [p.name for p in points.candidates() if p.layout is not None]
+    grid = [p.name for p in points.candidates() if p.layout is not None and p.module is not None]
     if not grid:
         missing = [p for p in POINTS if p not in points.aliases]
         raise NotApplicable(
