@@ -107,6 +107,7 @@ class ModelPoints(AliasRules):
         self.grid = {n: g for n, g in found.items() if g is not None and (g[0] != 'NCHW' or self.spatial(n))}
         self.modules = dict(model.named_modules())
         self.opaque = list(tracer.opaque)
+        self.tuple_outputs = set(tracer.tuple_outputs)
         self._chain: dict[str, bool] = {}
         self._levels()
         self._cuts()
@@ -229,7 +230,11 @@ class ModelPoints(AliasRules):
             out = self.output_node(path) if path else None
             if out is None or out not in self.cut or self.grid.get(out, ('NCHW',))[0] == 'NCHW':
                 continue
-            if isinstance(module, (nn.Identity, ADL, nn.ModuleList, nn.ModuleDict)) or self._pre_norm(path, out):
+            if path in self.tuple_outputs:
+                continue
+            if isinstance(module, (nn.Identity, ADL, nn.ModuleList, nn.ModuleDict)) or self._pre_norm(
+                path, out
+            ):
                 continue  # a ModuleList is never called: its "output" is its last item's
             in_list = isinstance(self.modules.get(_parent(path)), nn.ModuleList)  # blocks called in a loop
             boundary = '.' not in path or in_list or self.is_chain(_parent(path))
@@ -308,6 +313,11 @@ class ModelPoints(AliasRules):
     def check_spatial(self, kind: str, name: str, adl: bool = True) -> None:
         """Raise unless the point's output can take the layer: any tensor for a layer, a feature map, a
         channels-last map or tokens on the input's grid for ADL."""
+        if kind == 'module' and name in self.tuple_outputs:
+            raise ValueError(
+                f'module {name!r} of {type(self.model).__name__} returns a tuple, not one tensor; name the node '
+                f'of the tensor inside it instead (see `timm-adl points`)'
+            )
         node = self.node_for(kind, name)
         if node is None:
             if kind == 'module' and name in self.modules and self.outputs.get(name):
