@@ -13,13 +13,14 @@ from .evaluation import evaluate
 from .hub import load
 from .models import BASELINES
 from .points import InsertionPoint, insertion_points
-from .surgery import adl_points, insert
+from .surgery import InsertedLayer, adl_points, insert, inserted_points, remove
 from .version import __version__
 
 __all__ = [
     'ADL',
     'BASELINES',
     'CamResult',
+    'InsertedLayer',
     'InsertionPoint',
     '__version__',
     'adl_maps',
@@ -32,10 +33,12 @@ __all__ = [
     'evaluation',
     'hub',
     'insert',
+    'inserted_points',
     'insertion_points',
     'load',
     'metrics',
     'models',
+    'remove',
     'train',
     'viz',
 ]

@@ -44,13 +44,17 @@ class Tracer(NodePathTracer):
         self.node_owner: dict[fx.Node, str] = {}
         self.failed_in: str | None = None
         self.opaque: list[str] = []  # submodules kept whole because FX could not trace them
+        self.tuple_outputs: set[str] = set()  # modules whose forward returns a tuple or list
 
     def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
         return module_qualname in self.leaf_paths or super().is_leaf_module(m, module_qualname)
 
     def call_module(self, m, forward, args, kwargs):
         try:
-            return super().call_module(m, forward, args, kwargs)
+            out = super().call_module(m, forward, args, kwargs)
+            if isinstance(out, (tuple, list)):  # (x, size) blocks: no single tensor to put a layer after
+                self.tuple_outputs.add(self.path_of_module(m))
+            return out
         except Exception:
             if self.failed_in is None:  # the innermost module fails first
                 self.failed_in = self.path_of_module(m)

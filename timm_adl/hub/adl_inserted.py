@@ -1,7 +1,8 @@
 """``adl_inserted``: the timm architecture of any model ``timm_adl.insert`` made from a registered timm model.
 
-Its model args name the base architecture (and the base's own args) and the ADL points with their settings,
-so a ``config.json`` with ``"architecture": "adl_inserted"`` rebuilds exactly the inserted model, and
+Its model args name the base architecture (and the base's own args), the ADL points with their settings
+and any other inserted layers as ``{point: {'layer': class name, 'kwargs': {...}}}``, so a ``config.json``
+with ``"architecture": "adl_inserted"`` rebuilds exactly the inserted model, and
 ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` works for it once ``timm_adl`` is imported.
 The name does not end in ``_adl``: ``timm.list_models('*_adl')`` lists only the paper's models.
 """
@@ -54,16 +55,41 @@ def _check_base(base_architecture: str) -> None:
         )
 
 
+def _layer_groups(
+    inserted: Mapping[str, Mapping[str, Any]], layers: Mapping[str, type] | None
+) -> list[tuple[type, dict[str, dict[str, Any]]]]:
+    """``(class, {point: kwargs})`` per recorded layer class, each class resolved without any import."""
+    from ..layer_spec import resolve_layer
+
+    groups: dict[str, tuple[type, dict[str, dict[str, Any]]]] = {}
+    for point, record in inserted.items():
+        if not isinstance(record, Mapping) or not isinstance(record.get('layer'), str):
+            raise ValueError(
+                f"adl_inserted: inserted_layers[{point!r}] must be {{'layer': <class name>, 'kwargs': {{...}}}}, "
+                f'got {record!r}'
+            )
+        name = record['layer']
+        if name not in groups:
+            groups[name] = (resolve_layer(name, layers), {})
+        groups[name][1][str(point)] = dict(record.get('kwargs') or {})
+    return list(groups.values())
+
+
 @register_model
 @explain_hub_errors
 def adl_inserted(
     pretrained: bool = False,
     base_architecture: str = '',
     adl_points: Mapping[str, Mapping[str, Any]] | None = None,
+    inserted_layers: Mapping[str, Mapping[str, Any]] | None = None,
+    layers: Mapping[str, type] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """``base_architecture`` built by timm with ``kwargs``, then ADL inserted at ``adl_points`` (point -> kwargs).
+    """``base_architecture`` built by timm with ``kwargs``, then ADL inserted at ``adl_points`` (point -> kwargs)
+    and other layers at ``inserted_layers`` (point -> ``{'layer': name, 'kwargs': {...}}``).
 
+    Layer names resolve only to classes of ``torch.nn``, ``timm.layers`` and ``timm_adl``, or to the classes
+    passed in ``layers`` (``{'MyAdapter': MyAdapter}``): a config file never makes us import a module.
     ``pretrained=True`` needs a weight source: ``hf-hub:``/``local-dir:`` names, or
     ``pretrained_cfg_overlay=dict(file=...)``; the base's own pretrained weights are not used.
     """
@@ -71,6 +97,7 @@ def adl_inserted(
 
     _check_base(base_architecture)
     points = {str(name): dict(settings or {}) for name, settings in (adl_points or {}).items()}
+    groups = _layer_groups(inserted_layers or {}, layers)
     if kwargs.get('pretrained_cfg') is None or isinstance(kwargs.get('pretrained_cfg'), str):
         if isinstance(kwargs.get('pretrained_cfg'), str):
             raise ValueError(
@@ -80,7 +107,10 @@ def adl_inserted(
         kwargs['pretrained_cfg'] = _base_cfg(base_architecture)
 
     def _build(**model_kwargs: Any) -> nn.Module:
-        base = timm_create_model(base_architecture, pretrained=False, **model_kwargs)
-        return insert(base, after=points) if points else base
+        model = timm_create_model(base_architecture, pretrained=False, **model_kwargs)
+        model = insert(model, after=points) if points else model
+        for cls, after in groups:
+            model = insert(model, after=after, layer=cls)
+        return model
 
     return build_model_with_cfg(_build, 'adl_inserted', pretrained, **kwargs)

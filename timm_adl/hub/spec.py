@@ -4,8 +4,9 @@ Two ways, tried in order, each checked by actually rebuilding the model and comp
 (parameter names and shapes, ADL points and settings, module types, eval outputs on one input):
 1. the model's own registered architecture with its args, ADL settings passed explicitly (``adl_after``,
    ``adl_drop_rate``, ``adl_gamma``: timm's export drops every arg ending in ``_drop_rate``);
-2. the generic ``adl_inserted`` architecture: base architecture + base args + ``adl_points``, for any
-   model ``timm_adl.insert`` made.
+2. the generic ``adl_inserted`` architecture: base architecture + base args + ``adl_points`` (+
+   ``inserted_layers``: class name and kwargs of every other inserted layer), for any model
+   ``timm_adl.insert`` made.
 """
 
 from __future__ import annotations
@@ -33,6 +34,29 @@ class ModelSpec:
     model_args: dict[str, Any]
     base_architecture: str  # the architecture without any ADL
     adl_points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inserted_layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _inserted_layers(model: nn.Module) -> tuple[dict[str, dict[str, Any]], dict[str, type]]:
+    """``{point: {'layer', 'kwargs'}}`` for the non-ADL layers ``insert`` placed, and the user classes among
+    them (the check below rebuilds the model in this process, where they are at hand)."""
+    from ..adl import ADL
+    from ..layer_spec import SAFE_NAMESPACES
+    from ..surgery import inserted_points
+
+    records, user_classes = {}, {}
+    for point, placed in inserted_points(model).items():
+        if isinstance(placed.module, ADL):
+            continue
+        if placed.kwargs is None:
+            raise ValueError(
+                f'cannot record the {type(placed.module).__name__} inserted after {point!r}: a factory built it '
+                'with arguments that are not JSON (or not known); insert it with layer=<class> and JSON kwargs'
+            )
+        records[point] = {'layer': placed.layer, 'kwargs': _json_copy(placed.kwargs)}
+        if not placed.layer.startswith(tuple(f'{s}.' for s in SAFE_NAMESPACES)):
+            user_classes[placed.layer] = type(placed.module)
+    return records, user_classes
 
 
 def _json_copy(value: Any) -> Any:
@@ -78,6 +102,8 @@ def _same_model(original: nn.Module, rebuilt: nn.Module) -> bool:
         return False
     if adl_points(original) != adl_points(rebuilt):
         return False
+    if _inserted_layers(original)[0] != _inserted_layers(rebuilt)[0]:
+        return False
     types = sorted((n, type(m).__name__) for n, m in original.named_modules())
     if types != sorted((n, type(m).__name__) for n, m in rebuilt.named_modules()):
         return False
@@ -119,34 +145,41 @@ def describe_model(model: nn.Module) -> ModelSpec:
             f'timm architecture (got {arch!r}); save a model made by timm.create_model (and timm_adl.insert)'
         )
     args = get_model_args(model)
+    args.pop('layers', None)  # classes handed to adl_inserted at load time, never recorded
     points = _json_copy(adl_points(model))
+    inserted, user_classes = _inserted_layers(model)
 
     if arch == GENERIC_ARCH:
         base = str(args.pop('base_architecture', ''))
         args.pop('adl_points', None)
+        args.pop('inserted_layers', None)
     else:
         base = BASELINES.get(arch, arch)
     candidates: list[tuple[str, dict[str, Any]]] = []
-    if arch != GENERIC_ARCH:
+    if arch != GENERIC_ARCH and not inserted:
         own = dict(args)
         if points and _accepts(arch, _ADL_ARGS):
             own = {k: v for k, v in own.items() if k not in _ADL_ARGS}
             own.update(_registered_adl_args(points))
         candidates.append((arch, own))
-    if points:
+    if points or inserted:
         base_args = {k: v for k, v in args.items() if not k.startswith('adl_')}
-        candidates.append((GENERIC_ARCH, {**base_args, 'base_architecture': base, 'adl_points': points}))
+        generic = {**base_args, 'base_architecture': base, 'adl_points': points}
+        if inserted:
+            generic['inserted_layers'] = inserted
+        candidates.append((GENERIC_ARCH, generic))
 
     failures = []
     for candidate, candidate_args in candidates:
         candidate_args = _json_copy(candidate_args)  # exactly what config.json will give back
         try:
-            rebuilt = create_model(candidate, pretrained=False, **candidate_args)
+            extra = {'layers': user_classes} if user_classes and candidate == GENERIC_ARCH else {}
+            rebuilt = create_model(candidate, pretrained=False, **candidate_args, **extra)
         except Exception as err:  # a candidate that cannot even be built is simply not the answer
             failures.append(f'{candidate}: {type(err).__name__}: {err}')
             continue
         if _same_model(model, rebuilt):
-            return ModelSpec(candidate, candidate_args, base, points)
+            return ModelSpec(candidate, candidate_args, base, points, inserted)
         failures.append(f'{candidate}{candidate_args}: rebuilds a different model')
     raise ValueError(
         f'cannot record how to rebuild this {arch!r} model from config.json: '
