@@ -89,22 +89,27 @@ def test_reproduce_end_to_end_and_resume(cub_dir, tmp_path, capsys):
     # The folder holds a reproduction: a second run needs --resume, and then reuses both finished arms.
     assert cli_main(_argv(cub_dir, out)) == 2
     assert '--resume' in capsys.readouterr().err
-    again = run_reproduction(
-        ReproduceConfig(
-            'cub',
-            'resnet50_se',
-            str(cub_dir),
-            str(out),
-            TINY,
-            (),
-            TINY_ADL,
-            resume=True,
-            device='cpu',
-            progress=False,
-        )
+    again_config = ReproduceConfig(
+        'cub',
+        'resnet50_se',
+        str(cub_dir),
+        str(out),
+        TINY,
+        (),
+        TINY_ADL,
+        resume=True,
+        device='cpu',
+        progress=False,
     )
+    again = run_reproduction(again_config)
     assert again.reused == ('cam', 'adl')
     assert [a.to_dict() for a in again.arms] == record['arms']
+    # An arm stopped after its training but before its results were recorded: the trainer's own resume
+    # finds the run complete, and the same weights give the same results.
+    (out / 'arms' / 'adl.json').unlink()
+    again = run_reproduction(again_config)
+    assert again.reused == ('cam',)
+    assert again.arm('adl').to_dict() == arms['adl']
     # ... and a resumed reproduction must be the same one
     with pytest.raises(ReproduceError, match='overrides'):
         run_reproduction(ReproduceConfig('cub', 'resnet50_se', str(cub_dir), str(out), (), resume=True))
@@ -124,6 +129,15 @@ def test_reproduce_bad_input(cub_dir, tmp_path, capsys):
     assert 'epochs' in capsys.readouterr().err
     assert cli_main([*base, '--backbone', 'resnet50_se', '--dry-run', str(tmp_path / 'h')]) == 2
     assert '--push' in capsys.readouterr().err
+    argv = [*base, '--backbone', 'resnet50_se', '--data-dir', str(cub_dir), '--push', 'bad org!']
+    assert cli_main(argv) == 2
+    assert "'bad org!/resnet50_se.cub' is not a valid Hub repo id" in capsys.readouterr().err
+    taken = tmp_path / 'h' / 'resnet50_se_adl.cub'
+    taken.mkdir(parents=True)
+    (taken / 'README.md').write_text('someone else')
+    argv = [*base, '--backbone', 'resnet50_se', '--data-dir', str(cub_dir), '--push', 'acme', '--dry-run']
+    assert cli_main([*argv, str(tmp_path / 'h')]) == 2
+    assert 'resnet50_se_adl.cub exists and is not empty' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()  # nothing written for a refused run
 
 

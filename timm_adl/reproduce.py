@@ -284,22 +284,27 @@ def _split(cfg: Any, split: str, mean, std):
     from .data import create_wsol_dataset
 
     kwargs = {'metadata_root': cfg.data.metadata_root} if cfg.data.metadata_root else {}
-    ds = create_wsol_dataset(
-        cfg.data.name,
-        cfg.data.root,
-        split,
-        is_training=False,
-        img_size=cfg.img_size,
-        mean=mean,
-        std=std,
-        **kwargs,
-    )
+    try:
+        ds = create_wsol_dataset(
+            cfg.data.name,
+            cfg.data.root,
+            split,
+            is_training=False,
+            img_size=cfg.img_size,
+            mean=mean,
+            std=std,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:  # missing or malformed split files: the data module's one line
+        raise ReproduceError(f'data, split {split!r}: {str(err).splitlines()[0]}') from None
     if len(ds) == 0 or not ds.has_boxes:
         raise ReproduceError(f'split {split!r} of {cfg.data.root} has no images with boxes to evaluate')
     return ds
 
 
-def evaluate_arm(cfg: Any, method: str, recipe: str, weights: str, train_seconds: float, device) -> ArmResult:
+def evaluate_arm(
+    cfg: Any, method: str, recipe: str, weights: str, train_seconds: float, device, progress: bool = True
+) -> ArmResult:
     """Test metrics of one trained arm, the box accuracies at the oracle and the val-calibrated thresholds."""
     from .data import create_wsol_loader
     from .evaluation import evaluate
@@ -314,7 +319,8 @@ def evaluate_arm(cfg: Any, method: str, recipe: str, weights: str, train_seconds
         ds = _split(cfg, split, mean, std)
         loader = create_wsol_loader(ds, 32, is_training=False, num_workers=min(cfg.num_workers, 4))
         settings = dict(cam_method=cfg.cam_method, cam_threshold=cfg.cam_threshold, device=device)
-        return evaluate(model, loader, progress=f'{method} {split}', **settings), len(ds)
+        label = f'{method} {split}' if progress else None
+        return evaluate(model, loader, progress=label, **settings), len(ds)
 
     test, n_test = run(TEST_SPLIT)
     val, n_val, calibrated = None, None, None
@@ -357,7 +363,9 @@ def _run_arm(config: ReproduceConfig, method: str, data: Sequence[str], device) 
     print(f'== {method.upper()}: {config.recipe_name(method)} ({cfg.model}) -> {cfg.output_dir}', flush=True)
     result = run_training(cfg, resume=config.resume, progress=config.progress)
     weights = result['checkpoints']['best']  # selected on the validation split, never on test
-    arm = evaluate_arm(cfg, method, config.recipe_name(method), weights, result['train_seconds'], device)
+    arm = evaluate_arm(
+        cfg, method, config.recipe_name(method), weights, result['train_seconds'], device, config.progress
+    )
     atomic_write_bytes(record, (json.dumps(arm.to_dict(), indent=1) + '\n').encode())
     return arm, False
 
@@ -535,6 +543,27 @@ def _publish(config, arms, cfgs, models, pictures, dataset_name) -> tuple[tuple[
     return tuple(folders), tuple(pushed)
 
 
+def _check_hub_targets(config: ReproduceConfig, cfgs: dict[str, Any]) -> None:
+    """Before any training: the two repo ids are valid and the dry-run folders are free (or ours, resuming)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not config.push_org:
+        return
+    for method in METHODS:
+        repo_id = f'{config.push_org}/{hub_name(config, cfgs, method)}'
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as err:
+            raise ReproduceError(
+                f'--push {config.push_org!r}: {repo_id!r} is not a valid Hub repo id ({err})'
+            ) from None
+        folder = Path(config.hub_dry_run or '') / repo_id.split('/')[-1]
+        if config.hub_dry_run and not config.resume and folder.is_dir() and any(folder.iterdir()):
+            raise ReproduceError(
+                f'Hub dry-run folder {folder} exists and is not empty; choose another --dry-run DIR'
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the whole row
 
@@ -558,6 +587,7 @@ def run_reproduction(config: ReproduceConfig) -> ReproduceResult:
             raise ReproduceError(
                 'no data: give data_dir (--data-dir) or data.root=... data.metadata_root=...'
             )
+    _check_hub_targets(config, cfgs)
     lock = _claim_output(config)
     try:
         device = resolve_device(config.device or cfgs['cam'].device)

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = run_reproduction(config)
-    except (ReproduceError, ConfigError, CorruptCheckpointError, FileExistsError) as err:
+    except (ReproduceError, ConfigError, CorruptCheckpointError, ValueError, OSError) as err:  # one line
         raise CliError(str(err).splitlines()[0]) from None
     except HfHubHTTPError as err:
         raise CliError(f'upload to {args.push} failed: {str(err).splitlines()[0]}') from None
