@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import yaml
 from fakes import make_fake_cub
@@ -49,7 +52,7 @@ def _argv(cub_dir: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_reproduce_end_to_end_and_resume(cub_dir, tmp_path, capsys):
+def test_reproduce_end_to_end_and_resume(cub_dir, tmp_path, capsys, monkeypatch):
     out, hub = tmp_path / 'out', tmp_path / 'hub'
     assert cli_main(_argv(cub_dir, out, '--push', 'acme', '--dry-run', str(hub))) == 0
     printed = capsys.readouterr().out
@@ -110,6 +113,26 @@ def test_reproduce_end_to_end_and_resume(cub_dir, tmp_path, capsys):
     again = run_reproduction(again_config)
     assert again.reused == ('cam',)
     assert again.arm('adl').to_dict() == arms['adl']
+
+    # --push without --dry-run: each arm's folder goes up in one commit (the Hub API is faked here)
+    uploads = []
+
+    class Commit:
+        commit_url = 'https://hf.co/fake/commit/0'
+
+    class Repo(str):
+        repo_id = property(lambda self: str(self))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, 'create_repo', lambda self, repo_id, **kw: Repo(repo_id))
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        'upload_folder',
+        lambda self, **kw: uploads.append((kw['repo_id'], sorted(os.listdir(kw['folder_path'])))) or Commit(),
+    )
+    pushed = run_reproduction(dataclasses.replace(again_config, push_org='acme'))
+    assert pushed.pushed == (Commit.commit_url,) * 2
+    assert [u[0] for u in uploads] == ['acme/resnet10t-cam.cub', 'acme/resnet10t-adl.cub']
+    assert all('heatmaps.png' in files and 'README.md' in files for _, files in uploads)
     # ... and a resumed reproduction must be the same one
     with pytest.raises(ReproduceError, match='overrides'):
         run_reproduction(ReproduceConfig('cub', 'resnet50_se', str(cub_dir), str(out), (), resume=True))

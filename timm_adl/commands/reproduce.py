@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = run_reproduction(config)
-    except (ReproduceError, ConfigError, CorruptCheckpointError, ValueError, OSError) as err:  # one line
-        raise CliError(str(err).splitlines()[0]) from None
     except HfHubHTTPError as err:
         raise CliError(f'upload to {args.push} failed: {str(err).splitlines()[0]}') from None
+    except (ReproduceError, ConfigError, CorruptCheckpointError, ValueError, OSError) as err:  # one line
+        raise CliError(str(err).splitlines()[0]) from None
     print(result.markdown.read_text(encoding='utf-8').split('\n\n')[1])
     print(f'wrote {result.markdown}, {result.json}, {result.figure}')
     return 0
