@@ -177,3 +177,35 @@ def test_published_results_cover_every_recipe_row():
         assert all(r.source and 0 < r.value < 100 for r in found)
     plain = [r for r in PUBLISHED_RESULTS if r.table == 'wsolevaluation' and r.backbone == 'resnet50_se']
     assert plain and all(r.source_backbone == 'ResNet50' and 'SE' in r.note for r in plain)
+
+
+def test_comparison_without_val_split_or_wsolevaluation_row():
+    from timm_adl.reproduce import ArmResult, BoxScores, format_comparison
+
+    arm = ArmResult(
+        'adl',
+        'imagenet/mobilenetv1_adl',
+        'mobilenetv1_adl',
+        'r',
+        'w.safetensors',
+        'cam',
+        0.2,
+        70.0,
+        60.0,
+        45.0,
+        BoxScores(61.0, 59.5, 0.3),
+        None,
+        None,
+        100,
+        None,
+        1.0,
+    )
+    text = format_comparison(
+        'ImageNet-1k', 'mobilenetv1', [arm], published_results('imagenet', 'mobilenetv1')
+    )
+    assert (
+        '| timm-adl, this run (`mobilenetv1_adl`) | ADL | 70.00 | 60.00 | 45.00 | – | – | 61.00 | 59.50 |'
+        in text
+    )
+    assert '| ADL paper Table 3 (MobileNetV1) | ADL | – | – | 43.01 |' in text
+    assert 'not available (no validation split)' in text and 'wsolevaluation has no mobilenetv1 row' in text

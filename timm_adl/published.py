@@ -68,7 +68,9 @@ PUBLISHED_RESULTS: tuple[PublishedResult, ...] = tuple(
     _paper('cub', 'vgg16_gap', 'VGG-GAP', 34.41, 52.36)
     + _paper('cub', 'resnet50_se', 'ResNet50-SE', 42.72, 62.29)
     + _paper('cub', 'mobilenetv1', 'MobileNetV1', 43.70, 47.74)
-    + _paper('cub', 'inception_v3', 'InceptionV3', 43.67, 53.04, 'quoted by the ADL paper from the SPG paper')
+    + _paper(
+        'cub', 'inception_v3', 'InceptionV3', 43.67, 53.04, 'its CAM figure is quoted from the SPG paper'
+    )
     + _paper('imagenet', 'vgg16_gap', 'VGG-GAP', 42.80, 44.92)
     + _paper('imagenet', 'resnet50_se', 'ResNet50-SE', 46.19, 48.53)
     + _paper('imagenet', 'mobilenetv1', 'MobileNetV1', 41.66, 43.01)

@@ -429,12 +429,12 @@ def format_comparison(
     lines += [
         '',
         f'Test split: {arm.num_test_images} images; CAM maps by `{arm.cam_method}`. Top-1 Loc and GT-known '
-        f'Loc at the fixed CAM threshold {arm.cam_threshold} (the ADL paper\'s protocol). "val τ": the CAM '
-        f'threshold that is best on the `{arm.val_split}` split, applied to test'
+        f"Loc at the fixed CAM threshold {arm.cam_threshold} (the ADL paper's protocol). "
         + (
-            f' ({arm.num_val_images} images)'
-            if arm.num_val_images
-            else ' (no validation split: not available)'
+            f'"val τ": the CAM threshold that is best on the `{arm.val_split}` split ({arm.num_val_images} '
+            'images), applied to test'
+            if arm.calibrated is not None
+            else '"val τ": not available (no validation split)'
         )
         + '. "oracle τ": the best threshold on test itself, as wsolevaluation reports MaxBoxAccV2. '
         'Each arm is the checkpoint its run selected on the validation split.',
@@ -446,9 +446,7 @@ def format_comparison(
     ]
     for source in dict.fromkeys(p.source for p in published):
         lines.append(f'- {source}')
-    notes = sorted(
-        {f'{p.table} {p.source_backbone} {p.method.upper()}: {p.note}' for p in published if p.note}
-    )
+    notes = sorted({f'{p.table} ({p.source_backbone}): {p.note}' for p in published if p.note})
     lines += [f'- Note: {n}' for n in notes]
     tables = {p.table for p in published}
     if 'wsolevaluation' not in tables:
