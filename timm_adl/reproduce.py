@@ -349,7 +349,9 @@ def evaluate_arm(
     )
 
 
-def _run_arm(config: ReproduceConfig, method: str, data: Sequence[str], device) -> tuple[ArmResult, bool]:
+def _run_arm(
+    config: ReproduceConfig, method: str, data: Sequence[str], device: Any
+) -> tuple[ArmResult, bool]:
     """Train (or resume) and evaluate one arm; a finished arm of a resumed reproduction is reused."""
     from .train import run_training
 
@@ -479,7 +481,13 @@ def _figure_threshold(arm: ArmResult) -> float:
     return arm.calibrated.threshold if arm.calibrated is not None else arm.oracle.threshold
 
 
-def _draw_figures(config: ReproduceConfig, arms, cfgs, models, device) -> tuple[Path, dict[str, Path]]:
+def _draw_figures(
+    config: ReproduceConfig,
+    arms: Sequence[ArmResult],
+    cfgs: dict[str, Any],
+    models: dict[str, Any],
+    device: Any,
+) -> tuple[Path, dict[str, Path]]:
     """``figure3.png`` (both arms) and one picture per arm for its model card."""
     from .hub.figure import cam_examples, draw_figure3, load_split_head
     from .train.engine import train_mean_std
@@ -511,7 +519,15 @@ def hub_name(config: ReproduceConfig, cfgs: dict[str, Any], method: str) -> str:
     return f'{arch}.{HUB_TAGS[config.dataset]}'
 
 
-def _publish(config, arms, cfgs, models, pictures, dataset_name) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+def _publish(
+    config: ReproduceConfig,
+    arms: Sequence[ArmResult],
+    cfgs: dict[str, Any],
+    models: dict[str, Any],
+    pictures: dict[str, Path],
+    dataset_name: str,
+) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """Both arms' Hub folders (dry run) or commits, each card with its test metrics and its own picture."""
     from .hub import push_to_hub, save_pretrained
     from .train import config_to_dict
     from .train.checkpoint import read_data_config
