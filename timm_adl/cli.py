@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .version import __version__
 
 # Subcommand modules under timm_adl.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ('train', 'recipes', 'data', 'points', 'push', 'eval', 'cam', 'demo')
+COMMANDS: tuple[str, ...] = ('train', 'recipes', 'data', 'reproduce', 'points', 'push', 'eval', 'cam', 'demo')
 
 
 class CliError(Exception):

@@ -201,7 +201,38 @@ def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[
     return {}, None
 
 
+def _auto_figure(model: Any, cfg: Any, split: str | None, metrics: dict, folder: str) -> str | None:
+    """Figure 3 drawn from the evaluated split of the run's data, for a card without --heatmaps; None (with
+    a note) when the run records no data or the split cannot be read here."""
+    from ..hub.figure import draw_run_figure
+
+    if cfg is None or not split or not cfg.data.root:
+        return None
+    threshold = metrics.get('best_threshold')
+    try:
+        path = draw_run_figure(
+            model,
+            cfg,
+            split,
+            Path(folder) / 'heatmaps.png',
+            threshold if isinstance(threshold, float) else None,
+        )
+    except (OSError, ValueError) as err:
+        print(
+            f'timm-adl push: note: no CAM picture on the card ({str(err).splitlines()[0]}); give --heatmaps PNG'
+        )
+        return None
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix='timm-adl-card-') as tmp:
+        return _run(args, tmp)
+
+
+def _run(args: argparse.Namespace, tmp: str) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
     from ..hub import CorruptCheckpointError, push_to_hub, save_pretrained
@@ -220,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
             heatmaps=args.heatmaps,
             license=args.license,
         )
+        if args.heatmaps is None:  # the card draws its own picture from the split its metrics come from
+            kwargs['heatmaps'] = _auto_figure(model, cfg, kwargs['split'], metrics, tmp)
         # The input the run trained on, recorded in its weights: config.json's pretrained_cfg gets it, so
         # hub-loaded models normalise as in training even without a recipe.
         recorded = read_data_config(weights_path)
