@@ -46,7 +46,10 @@ def choice_metavar(choices: Any) -> str:
 
 
 def warn_deprecated(old: str, new: str) -> None:
-    print(f'timm-adl: warning: {old} is deprecated and will be removed in the next release; use {new}', file=sys.stderr)
+    print(
+        f'timm-adl: warning: {old} is deprecated and will be removed in the next release; use {new}',
+        file=sys.stderr,
+    )
 
 
 class _Deprecated(argparse.Action):
@@ -104,7 +107,9 @@ def add_cam_threshold(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_device(parser: argparse.ArgumentParser, default: str | None = DEVICE_DEFAULT, help: str | None = None) -> None:
+def add_device(
+    parser: argparse.ArgumentParser, default: str | None = DEVICE_DEFAULT, help: str | None = None
+) -> None:
     parser.add_argument(
         '--device',
         default=default,

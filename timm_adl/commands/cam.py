@@ -40,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument('--image', required=True, metavar='PATH', help='the photo (any format PIL reads)')
     p.add_argument(
-        '--class', dest='class_index', type=int, metavar='K', help='class index K (default: the top-1 prediction)'
+        '--class',
+        dest='class_index',
+        type=int,
+        metavar='K',
+        help='class index K (default: the top-1 prediction)',
     )
     p.add_argument(
         '--out',
@@ -50,9 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cam_threshold(p)
     deprecated_alias(p, '--threshold', '--cam-threshold', 'cam_threshold', type=float)
     add_img_size(
-        p, "network input size in pixels (default: the training input size the checkpoint records, else the model's)"
+        p,
+        "network input size in pixels (default: the training input size the checkpoint records, else the model's)",
     )
-    deprecated_alias(p, '--input-size', '--img-size N', 'img_size', convert=lambda v: int(v[-1]), nargs=3, type=int)
+    deprecated_alias(
+        p, '--input-size', '--img-size N', 'img_size', convert=lambda v: int(v[-1]), nargs=3, type=int
+    )
     add_cam_method(p)
     add_align(p)
     p.add_argument(

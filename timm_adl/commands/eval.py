@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
-import json
 import math
 import os
 import re
@@ -43,8 +42,9 @@ def add_align(parser: argparse.ArgumentParser) -> None:
         '--align',
         default='reference',
         metavar=choice_metavar(ALIGN_MODES),
-        help='CAM resize: reference (the references\' corner-aligned resize, default) or centered',
+        help="CAM resize: reference (the references' corner-aligned resize, default) or centered",
     )
+
 
 HELP_EPILOG = """examples:
   timm-adl eval --model resnet50_se_adl --checkpoint out/best.safetensors --data-dir CUB --dataset cub
@@ -65,8 +65,11 @@ save_pretrained folder's config.json), else with the model's pretrained_cfg; --m
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model and input flags of ``eval`` and ``cam`` (what ``timm_adl.hub.load_model`` takes)."""
-    add_model(parser, help='timm model name, e.g. resnet50_se_adl; optional when --checkpoint is a run folder, '
-        'a save_pretrained folder, a Hub id or weights with config.yaml beside them')
+    add_model(
+        parser,
+        help='timm model name, e.g. resnet50_se_adl; optional when --checkpoint is a run folder, '
+        'a save_pretrained folder, a Hub id or weights with config.yaml beside them',
+    )
     parser.add_argument(
         '--checkpoint',
         metavar='PATH',
@@ -228,14 +231,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '--gt-box-mode',
         default='all',
         choices=GT_BOX_MODES,
-        help="which ground-truth boxes count: all boxes of an image (default) or the first",
+        help='which ground-truth boxes count: all boxes of an image (default) or the first',
     )
     add_img_size(
         p,
         'evaluation resolution in pixels (default: the training input size the checkpoint records, '
         "else the model's input size, else 224)",
     )
-    deprecated_alias(p, '--input-size', '--img-size N', 'img_size', convert=lambda v: int(v[-1]), nargs=3, type=int)
+    deprecated_alias(
+        p, '--input-size', '--img-size N', 'img_size', convert=lambda v: int(v[-1]), nargs=3, type=int
+    )
     add_align(p)
     add_cam_method(p)
     p.add_argument('--batch-size', type=int, default=32, metavar='N', help='images per batch (default 32)')

@@ -28,10 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model(p, help='timm model name (any name timm.create_model accepts, incl. *_adl models)')
     p.add_argument('old_model', nargs='?', help=argparse.SUPPRESS)  # the positional spelling, deprecated
-    add_img_size(p, "input side in pixels to probe shapes with (default: the model's pretrained_cfg input_size)")
+    add_img_size(
+        p, "input side in pixels to probe shapes with (default: the model's pretrained_cfg input_size)"
+    )
     deprecated_alias(p, '--input-size', '--img-size N', 'input_size', nargs=3, type=int)
     p.add_argument('--aliases', action='store_true', help='only the points that have an alias')
-    add_json(p, help="write the points as JSON to PATH instead of a table ('-', or --json alone, prints them)")
+    add_json(
+        p, help="write the points as JSON to PATH instead of a table ('-', or --json alone, prints them)"
+    )
     p.add_argument(
         '--cam-offset',
         action='store_true',
@@ -44,8 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _model_name(args: argparse.Namespace) -> str:
     if args.old_model is not None:
         if args.model is not None:
-            raise CliError(f'give the model once: --model {args.model} or the old positional {args.old_model}')
-        warn_deprecated(f'timm-adl points {args.old_model} (positional model name)', f'--model {args.old_model}')
+            raise CliError(
+                f'give the model once: --model {args.model} or the old positional {args.old_model}'
+            )
+        warn_deprecated(
+            f'timm-adl points {args.old_model} (positional model name)', f'--model {args.old_model}'
+        )
         return args.old_model
     if args.model is None:
         raise CliError('--model NAME is required (e.g. timm-adl points --model resnet50)')
@@ -63,7 +71,7 @@ def _input_size(args: argparse.Namespace, name: str) -> tuple[int, ...] | None:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name)
-    channels = (cfg.input_size[0] if cfg is not None and cfg.input_size else 3)
+    channels = cfg.input_size[0] if cfg is not None and cfg.input_size else 3
     return (channels, args.img_size, args.img_size)
 
 
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         model = timm.create_model(args.model, pretrained=False)
         try:
             points = analyse(model, input_size).candidates()
-        except Exception as err:  # noqa: BLE001  (any tracing failure: say which model could not be read)
+        except Exception as err:
             raise CliError(f'cannot analyse {args.model}: {err}') from None
     if args.aliases:
         points = [p for p in points if p.alias]

@@ -185,7 +185,9 @@ def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], weights: P
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         detail = next((line.strip() for line in str(err).splitlines() if 'size mismatch' in line), str(err))
-        raise ValueError(f'cannot load {weights}: it does not fit {name}: {detail} (wrong model or recipe?)') from None
+        raise ValueError(
+            f'cannot load {weights}: it does not fit {name}: {detail} (wrong model or recipe?)'
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f'cannot load {weights}: it does not fit {name}: missing {result.missing_keys[:3]}, '
