@@ -17,6 +17,7 @@ CHOICE_FLAGS = ('--dataset', '--gt-box-mode', '--align', '--cam-method', '--weig
 # name -> (type, default, metavar, nargs); a command that has the flag must define it exactly so
 SHARED = {
     '--model': (None, None, 'NAME', None),
+    '--num-classes': (int, None, 'N', None),
     '--json': (None, None, 'PATH', '?'),
     '--img-size': (int, None, 'N', None),
     '--cam-threshold': (float, 0.2, 'T', None),
@@ -100,7 +101,10 @@ def test_shared_flags_are_defined_once(name):
         if flag in options:
             action = options[flag]
             listed = action.choices is not None or str(action.metavar or '').startswith('{')
-            free = flag == '--split' or (name, flag) == ('push', '--dataset')  # free names (any split, any set)
+            free = flag == '--split' or (name, flag) == (
+                'push',
+                '--dataset',
+            )  # free names (any split, any set)
             assert listed or free, f'{name} {flag}: its values are not listed'
     for action in LEAVES[name]._actions:
         if action.dest in ('out', 'vis_dir') and isinstance(action.default, str):

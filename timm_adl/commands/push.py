@@ -54,15 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model(
         p, help='timm model name (required for a bare .safetensors without a recipe or config.yaml beside it)'
     )
-    p.add_argument('--recipe', help='recipe / config YAML the weights were trained with')
+    p.add_argument('--recipe', metavar='PATH', help='recipe / config YAML the weights were trained with')
     p.add_argument(
         '--weights',
         default='best',
         choices=WEIGHTS_CHOICES,
         help='which weights of a run folder (default: best)',
     )
-    p.add_argument('--num-classes', type=int, help='classes of the head (default: read from the weights)')
-    p.add_argument('--metrics', help="JSON file of WSOL metrics (default: the run's best validation metrics)")
+    p.add_argument(
+        '--num-classes', type=int, metavar='N', help='classes of the head (default: read from the weights)'
+    )
+    p.add_argument(
+        '--metrics',
+        metavar='PATH',
+        help="JSON file of WSOL metrics (default: the run's best validation metrics)",
+    )
     p.add_argument(
         '--dataset', help="data set the metrics were measured on (default: the recipe's data.name)"
     )
