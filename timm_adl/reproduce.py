@@ -66,7 +66,7 @@ class ReproduceConfig:
     dataset: str  # 'cub' | 'imagenet'
     backbone: str  # 'vgg16_gap' | 'resnet50_se' | 'mobilenetv1' | 'inception_v3'
     data_dir: str | None = None  # the folder `timm-adl data` prepared (or give data.root/metadata_root)
-    out: str | None = None  # default output/reproduce/<dataset>/<backbone>
+    out: str | None = None  # default runs/reproduce/<dataset>/<backbone> (every command writes under runs/)
     overrides: tuple[str, ...] = ()
     cam_overrides: tuple[str, ...] = ()
     adl_overrides: tuple[str, ...] = ()
@@ -79,7 +79,7 @@ class ReproduceConfig:
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.out) if self.out else Path('output') / 'reproduce' / self.dataset / self.backbone
+        return Path(self.out) if self.out else Path('runs') / 'reproduce' / self.dataset / self.backbone
 
     def recipe_name(self, method: str) -> str:
         return f'{self.dataset}/{self.backbone}_{method}'

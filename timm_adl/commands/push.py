@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, tmp: str) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..hub import CorruptCheckpointError, push_to_hub, save_pretrained
+    from ..hub import push_to_hub, save_pretrained
     from ..train import config_to_dict
     from ..train.checkpoint import read_data_config
 
@@ -252,9 +252,7 @@ def _run(args: argparse.Namespace, tmp: str) -> int:
             commit_message=args.commit_message,
             **kwargs,
         )
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError, CorruptCheckpointError) as err:
-        raise CliError(str(err).splitlines()[0]) from None
-    except HfHubHTTPError as err:
+    except HfHubHTTPError as err:  # names the repo; every other error is cli.main's one line
         raise CliError(f'upload to {args.repo_id} failed: {str(err).splitlines()[0]}') from None
     print(f'pushed {weights_path} to {info.commit_url}')
     if args.json:

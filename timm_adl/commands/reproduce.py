@@ -6,6 +6,7 @@ The work is :func:`timm_adl.reproduce.run_reproduction`; this module only turns 
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..cli import CliError
 
@@ -17,7 +18,7 @@ HELP_EPILOG = """examples:
   timm-adl reproduce --dataset imagenet --backbone inception_v3 --data-dir data/ --push my-org
 
 Writes OUT/comparison.md, OUT/comparison.json and OUT/figure3.png (OUT defaults to
-output/reproduce/<dataset>/<backbone>); the two training runs are OUT/runs/cam and OUT/runs/adl.
+runs/reproduce/<dataset>/<backbone>); the two training runs are OUT/runs/cam and OUT/runs/adl.
 --set KEY=VALUE overrides a recipe key of both arms (e.g. epochs=1 for a smoke run), --set-cam / --set-adl
 one arm only; the published figures compared against always come from --dataset and --backbone.
 """
@@ -25,6 +26,7 @@ one arm only; the published figures compared against always come from --dataset 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..reproduce import BACKBONES, DATASETS
+    from ._flags import add_data_dir, add_device, add_json, choice_metavar
 
     p = subparsers.add_parser(
         'reproduce',
@@ -35,10 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument('--dataset', required=True, help=f'one of {", ".join(DATASETS)}')
-    p.add_argument('--backbone', required=True, help=f'one of {", ".join(BACKBONES)}')
-    p.add_argument('--data-dir', help='the folder `timm-adl data DATASET DIR` prepared')
-    p.add_argument('--out', help='output folder (default output/reproduce/DATASET/BACKBONE); one per run')
+    p.add_argument('--dataset', required=True, metavar=choice_metavar(DATASETS), help='the data set')
+    p.add_argument(
+        '--backbone',
+        required=True,
+        metavar=choice_metavar(BACKBONES),
+        help='the paper backbone whose CAM and ADL recipes are trained',
+    )
+    add_data_dir(p, help='data set root: the folder `timm-adl data DATASET DIR` prepared')
+    p.add_argument(
+        '--out', metavar='DIR', help='output folder (default runs/reproduce/DATASET/BACKBONE); one per run'
+    )
     for flag, who in (('--set', 'both arms'), ('--set-cam', 'the CAM arm'), ('--set-adl', 'the ADL arm')):
         p.add_argument(
             flag,
@@ -53,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '--dry-run', metavar='DIR', help='with --push: write the two Hub folders here, upload nothing'
     )
     p.add_argument('--resume', action='store_true', help='continue an interrupted reproduction in --out')
-    p.add_argument('--device', help="torch device for both arms (default: the recipes' auto)")
+    add_device(p)
+    add_json(p, help="also write the comparison JSON to PATH ('-', or --json alone, prints it)")
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.set_defaults(func=run)
 
@@ -65,9 +75,8 @@ def _flat(groups: list[list[str]]) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..hub.checkpoints import CorruptCheckpointError
-    from ..reproduce import ReproduceConfig, ReproduceError, run_reproduction
-    from ..train import ConfigError
+    from ..reproduce import ReproduceConfig, run_reproduction
+    from ._flags import write_json
 
     config = ReproduceConfig(
         dataset=args.dataset,
@@ -80,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
         push_org=args.push,
         hub_dry_run=args.dry_run,
         resume=args.resume,
-        device=args.device,
+        device=None if args.device == 'auto' else args.device,  # auto: the recipes' own device key
         progress=not args.no_progress,
     )
     try:
         result = run_reproduction(config)
-    except HfHubHTTPError as err:
+    except HfHubHTTPError as err:  # names the organisation; every other error is cli.main's one line
         raise CliError(f'upload to {args.push} failed: {str(err).splitlines()[0]}') from None
-    except (ReproduceError, ConfigError, CorruptCheckpointError, ValueError, OSError) as err:  # one line
-        raise CliError(str(err).splitlines()[0]) from None
     print(result.markdown.read_text(encoding='utf-8').split('\n\n')[1])
     print(f'wrote {result.markdown}, {result.json}, {result.figure}')
+    if args.json:
+        write_json(args.json, json.loads(result.json.read_text(encoding='utf-8')))
     return 0
