@@ -223,18 +223,35 @@ def to_grid(feats: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
 
 def _cells_as_head_input(cells: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
     """(M, C) feature cells as M one-cell inputs of ``forward_head``: a 1x1 map, or a sequence of
-    ``num_prefix_tokens + 1`` copies of the cell (class-token, average and max pooling all return the cell)."""
+    ``num_prefix_tokens + 1`` copies of the cell (class-token, average and max pooling all return the cell),
+    as a stride-0 view (:func:`_head_on_cells` copies it only for a head that needs contiguous memory)."""
     m, c = cells.shape
     if layout.kind == 'NCHW':
         return cells.reshape(m, c, 1, 1)
     if layout.kind == 'NHWC':
         return cells.reshape(m, 1, 1, c)
-    return cells[:, None, :].expand(m, layout.num_prefix_tokens + 1, c).contiguous()
+    return cells[:, None, :].expand(m, layout.num_prefix_tokens + 1, c)  # a view: no copy per token
 
 
 def _cells(feats: torch.Tensor, layout: FeatureLayout) -> torch.Tensor:
+    """(N * h * w, C) feature cells in row-major order; token and channels-last features already are."""
+    if layout.kind == 'NLC':
+        return feats[:, layout.num_prefix_tokens :].reshape(-1, feats.shape[-1])
+    if layout.kind == 'NHWC':
+        return feats.reshape(-1, feats.shape[-1])
     grid = to_grid(feats, layout)
     return grid.flatten(2).transpose(1, 2).reshape(-1, grid.shape[1])  # (N * h * w, C), row-major cells
+
+
+def _head_on_cells(model: nn.Module, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+    """``forward_head`` on one-cell inputs; a head that reshapes with ``view`` gets a contiguous copy."""
+    head = (lambda t: model.forward_head(t, pre_logits=True)) if pre_logits else model.forward_head
+    if x.is_contiguous():
+        return head(x)
+    try:
+        return head(x)
+    except RuntimeError:
+        return head(x.contiguous())
 
 
 def _pre_logits_are_classifier_input(model: nn.Module, feats: torch.Tensor, logits: torch.Tensor) -> bool:
@@ -274,8 +291,7 @@ def dense_head_logits(
     outs = []
     for start in range(0, cells.shape[0], chunk):
         x = _cells_as_head_input(cells[start : start + chunk], layout)
-        out = model.forward_head(x, pre_logits=True) if split else model.forward_head(x)
-        outs.append(out.flatten(1).float())
+        outs.append(_head_on_cells(model, x, pre_logits=split).flatten(1).float())
     dense = torch.cat(outs).reshape(n, h * w, -1)  # (N, hw, D or K)
     if split:
         weight, bias = linear_classifier(model)
@@ -418,8 +434,8 @@ def dense_head_branches(
         cells = _cells(f, layout)
         outs = []
         for start in range(0, cells.shape[0], chunk):
-            x = _cells_as_head_input(cells[start : start + chunk], layout)
-            inputs = [x if i == b else z.expand(x.shape[0], -1, -1) for i, z in enumerate(zeros)]
+            x = _cells_as_head_input(cells[start : start + chunk], layout).contiguous()
+            inputs = [x if i == b else z.expand(x.shape[0], -1, -1).contiguous() for i, z in enumerate(zeros)]
             outs.append(model.forward_head(inputs).flatten(1).float() - base)
         dense = torch.cat(outs).reshape(n, h * w, k).transpose(1, 2)
         maps.append(dense.gather(1, classes[..., None].expand(-1, -1, h * w)).reshape(n, -1, h, w))
