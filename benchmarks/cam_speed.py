@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -53,10 +54,13 @@ def prepare(name: str, batch: int, size: int) -> dict[str, Callable[[], object]]
     return runs
 
 
-def measure(runs: dict[str, Callable[[], object]], times: dict[str, list[float]]) -> None:
-    """One repeat: forward, 'cam', 'gradcam' back to back, appended to ``times``."""
+def measure(runs: dict[str, Callable[[], object]], times: dict[str, list[float]], name: str) -> None:
+    """One repeat: forward, 'cam', 'gradcam' back to back, appended to ``times`` (progress on stderr)."""
     for key, fn in runs.items():
         times.setdefault(key, []).append(_timed(fn))
+    print(
+        f'{name}: ' + ', '.join(f'{k} {v[-1]:.3f} s' for k, v in times.items()), file=sys.stderr, flush=True
+    )
 
 
 def _ratio(times: dict[str, list[float]], key: str) -> str:
@@ -89,12 +93,12 @@ def main() -> int:
         runs = {name: prepare(name, args.batch, args.size) for name in args.models}
         for _ in range(args.repeats):
             for name in args.models:
-                measure(runs[name], times[name])
+                measure(runs[name], times[name], name)
     else:
         for name in args.models:
             runs = prepare(name, args.batch, args.size)
             for _ in range(args.repeats):
-                measure(runs, times[name])
+                measure(runs, times[name], name)
     print(
         f'{"model":<24} {"forward s":>10} {"cam s":>8} {"cam ratio":>21} {"gradcam s":>10} {"gradcam ratio":>21}'
     )
