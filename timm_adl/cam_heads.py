@@ -69,15 +69,20 @@ def head_description(model: nn.Module) -> str:
     return ', '.join(found) or 'no head-like modules'
 
 
-def check_timm_classifier(model: nn.Module) -> None:
-    """A clear error for a module without timm's classifier interface, or for a headless one."""
-    name = _model_name(model)
+def _check_head_methods(model: nn.Module, name: str) -> None:
+    """CAMs need timm's classifier interface: say which of its methods the model lacks."""
     missing = [m for m in _HEAD_METHODS if not hasattr(model, m)]
     if missing:
         raise ValueError(
             f'CAM needs a timm classifier with forward_features/forward_head/get_classifier; '
             f'model {name!r} has no {", ".join(missing)}'
         )
+
+
+def check_timm_classifier(model: nn.Module) -> None:
+    """A clear error for a module without timm's classifier interface, or for a headless one."""
+    name = _model_name(model)
+    _check_head_methods(model, name)
     fc = model.get_classifier()
     if isinstance(fc, nn.Identity) or getattr(model, 'num_classes', 1) == 0:
         raise ValueError(
@@ -103,12 +108,7 @@ def classifier_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | N
     """
     model = _unwrap(model)
     name = _model_name(model)
-    missing = [m for m in _HEAD_METHODS if not hasattr(model, m)]
-    if missing:
-        raise ValueError(
-            f'CAM needs a timm classifier with forward_features/forward_head/get_classifier; '
-            f'model {name!r} has no {", ".join(missing)}'
-        )
+    _check_head_methods(model, name)
     found = linear_classifier(model)
     if found is None:
         fc = model.get_classifier()
