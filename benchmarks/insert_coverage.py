@@ -53,6 +53,19 @@ def smallest_architecture(module: str) -> str:
     return best[1]
 
 
+def randomise_zero_classifiers(model: torch.nn.Module) -> None:
+    """Give all-zero Linear / Conv2d weights random values.
+
+    timm zero-initialises some classifiers (Hiera, MLP-Mixer, Sequencer): with random init the output is
+    then the bias whatever the features are, so "train output changed" could not see ADL. A trained model
+    never has an all-zero classifier.
+    """
+    for module in model.modules():
+        weight = getattr(module, 'weight', None)
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and weight is not None and not weight.any():
+            torch.nn.init.normal_(weight, std=0.02)
+
+
 class NotApplicable(Exception):
     pass
 
@@ -74,6 +87,7 @@ def check(name: str) -> str:
     """Run every check on one architecture; return a short note, raise on failure."""
     torch.manual_seed(0)
     base = timm.create_model(name).eval()
+    randomise_zero_classifiers(base)
     points = analyse(base)
     chosen = choose_points(points)
     model = timm_adl.insert(base, after=chosen)
