@@ -19,7 +19,15 @@ from torchvision.models.feature_extraction import NodePathTracer
 
 from .adl import ADL
 
-__all__ = ['TraceFailure', 'Tracer', 'children_are_chain', 'children_called_apart', 'graph_module', 'trace', 'trace_locally']
+__all__ = [
+    'TraceFailure',
+    'Tracer',
+    'children_are_chain',
+    'children_called_apart',
+    'graph_module',
+    'trace',
+    'trace_locally',
+]
 
 
 class TraceFailure(RuntimeError):

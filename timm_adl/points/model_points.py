@@ -244,7 +244,9 @@ class ModelPoints(AliasRules):
                 path, out
             ):
                 continue  # a ModuleList is never called: its "output" is its last item's
-            parent = _parent(path)  # blocks called in a loop: from a ModuleList, or apart from their Sequential
+            parent = _parent(
+                path
+            )  # blocks called in a loop: from a ModuleList, or apart from their Sequential
             in_list = isinstance(self.modules.get(parent), nn.ModuleList) or self.called_apart(parent)
             boundary = '.' not in path or in_list or self.is_chain(_parent(path))
             if boundary and len(path) > len(innermost.get(out, '')):

@@ -85,7 +85,11 @@ def propagate_twice(gm: fx.GraphModule, input_size: tuple[int, ...], meta: bool)
 def _only_input_grew(gm: fx.GraphModule, doubled: dict) -> bool:
     """True when no node but the inputs changed shape at twice the size."""
     for n in gm.graph.nodes:
-        if n.op != 'placeholder' and is_tensor_meta(n) and doubled.get(n) != tuple(n.meta['tensor_meta'].shape):
+        if (
+            n.op != 'placeholder'
+            and is_tensor_meta(n)
+            and doubled.get(n) != tuple(n.meta['tensor_meta'].shape)
+        ):
             return False
     return True
 
