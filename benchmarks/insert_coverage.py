@@ -118,7 +118,8 @@ class NotApplicable(Exception):
 
 
 def choose_points(points) -> list[str]:
-    """``pool3`` and ``pool4``; else two grid block boundaries (the middle and the last one)."""
+    """``pool3`` and ``pool4``; else two grid block boundaries (the middle and the last one; both where the
+    grid has only two)."""
     if all(p in points.aliases for p in POINTS):
         return list(POINTS)
     grid = [p.name for p in points.candidates() if p.layout is not None and p.module is not None]
@@ -127,6 +128,8 @@ def choose_points(points) -> list[str]:
         raise NotApplicable(
             'no point on a grid of the input; ' + '; '.join(f'{p}: {points.why_missing(p)}' for p in missing)
         )
+    if len(grid) == 2:  # the middle one is the last one: take both (TNT: its pixel embedding and norm)
+        return grid
     return list(dict.fromkeys([grid[len(grid) // 2], grid[-1]]))
 
 
