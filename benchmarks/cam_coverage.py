@@ -3,7 +3,8 @@
 For each model module of timm (``timm.list_modules()``), build its smallest architecture (fewest parameters,
 counted on the meta device) with 10 classes and random weights, at a small input (96 px where the model
 accepts any size and keeps a feature map of at least 2x2 cells there, else its configured size), and for
-each method check: maps of shape (2, H, W), finite, in [0, 1], not degenerate (each map reaches 1),
+each method check (BatchNorm statistics first estimated on random inputs in train mode, as training would
+leave them: at their initial values untrained LeViT features collapse to one value) : maps of shape (2, H, W), finite, in [0, 1], not degenerate (each map reaches 1),
 identical on a second call. Also prints the dense-head
 logit difference (``timm_adl.cam_heads.dense_head_gap``: max |spatial mean of the per-cell logits - real
 logits| / max |logits|): 'exact' when below 1e-4 (the head is linear after its pooling), else the figure
@@ -70,6 +71,42 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
             weight = getattr(module, 'weight', None)
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not weight.any():
                 torch.nn.init.normal_(weight, std=0.02)
+    size = _input_size(model)
+    calibrate_batchnorm(model, size)
+    return model, size
+
+
+def calibrate_batchnorm(model: torch.nn.Module, size: int) -> None:
+    """BatchNorm statistics estimated on random inputs, as training would leave them.
+
+    At timm's initial statistics (mean 0, variance 1) eval-mode BatchNorm passes untrained activations
+    through unscaled; where the random weights shrink them (LeViT: small linear layers, each followed by
+    BatchNorm) they reach rounding noise and every output token is the same, so every map is constant.
+    Models whose train-mode forward fails keep their initial statistics."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    momentum = [norm.momentum for norm in norms]
+    gen = torch.Generator().manual_seed(1)
+    try:
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the calibration batches
+        model.train()
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(4, 3, size, size, generator=gen))
+    except Exception:
+        model.load_state_dict(saved)
+    finally:
+        for norm, value in zip(norms, momentum, strict=True):
+            norm.momentum = value
+        model.eval()
+
+
+def _input_size(model: torch.nn.Module) -> int:
+    """SMALL px where the model runs there and keeps a grid of at least 2x2 cells, else its own size."""
     cfg = model.pretrained_cfg
     size = int(cfg.get('input_size', (3, 224, 224))[-1])
     if not cfg.get('fixed_input_size', False) and size > SMALL:
@@ -83,7 +120,7 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
                 size = SMALL
         except Exception:
             pass
-    return model, size
+    return size
 
 
 def check_method(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, method: str) -> str:

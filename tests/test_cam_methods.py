@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from timm_adl.cam import CAM_METHODS, CamResult, compute_cams
-from timm_adl.cam_heads import dense_head_gap, dense_head_logits, feature_layout, to_grid
+from timm_adl.cam_heads import branch_layouts, dense_head_gap, dense_head_logits, feature_layout, to_grid
 
 
 def _model(name, **kwargs):
@@ -182,3 +182,113 @@ def test_prefix_tokens_inferred_without_num_prefix_tokens():
     layout = feature_layout(bare, torch.zeros(1, 17, 8), (64, 64))
     assert layout.grid == (4, 4) and layout.num_prefix_tokens == 1
     assert feature_layout(bare, torch.zeros(1, 16, 8), (64, 64)).num_prefix_tokens == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# multi-branch token lists (CrossViT, CoaT), pooled tokens (PiT), LeViT
+
+
+def _crossvit():
+    """Two branches on a 64 px input: 8 px patches (8x8 grid) and 16 px patches (4x4), one block."""
+    torch.manual_seed(0)
+    kwargs = dict(img_size=64, img_scale=(1.0, 1.0), patch_size=[8, 16], embed_dim=[16, 16])
+    kwargs.update(depth=[[1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1])
+    return timm.create_model('crossvit_tiny_240', num_classes=5, **kwargs).eval()
+
+
+def test_crossvit_cam_is_the_mean_of_the_branch_heads_per_cell():
+    """CrossViT's logits are the mean of one linear head per branch on its class token; 'cam' is that mean
+    on every patch token, the coarse branch's map resized (bilinear) to the finest grid."""
+    model, x = _crossvit(), _x()
+    res = compute_cams(model, x, torch.tensor([1, 3]))
+    assert res.raw_gt.shape == (2, 8, 8)
+    _assert_maps(res, 2, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        per_branch = []
+        for tokens, head, side in zip(feats, model.head, (8, 4), strict=True):
+            scores = head(tokens[:, 1:]).transpose(1, 2).reshape(2, 5, side, side) / 2
+            per_branch.append(nn.functional.interpolate(scores, size=(8, 8), mode='bilinear'))
+        expect = per_branch[0] + per_branch[1]
+    torch.testing.assert_close(res.raw_gt, expect[[0, 1], [1, 3]], atol=1e-5, rtol=1e-4)
+
+
+def test_crossvit_gradcam_reads_both_branches_at_the_last_block():
+    model, x = _crossvit(), _x()
+    res = compute_cams(model, x, torch.tensor([1, 3]), method='gradcam')
+    assert res.raw_gt.shape == (2, 8, 8) and res.raw_gt.abs().sum() > 0
+    _assert_maps(res, 2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(res.logits, model(x))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_pit_maps_the_last_stage_tokens():
+    """PiT's forward_features returns only its class token: 'cam' is its head (norm + linear) on each
+    token of the last block's output, Grad-CAM weights the last block's input (8x8 grid at 64 px)."""
+    torch.manual_seed(0)
+    kwargs = dict(img_size=64, patch_size=8, stride=4, base_dims=[8, 8], depth=[1, 1], heads=[2, 2])
+    model = timm.create_model('pit_ti_224', num_classes=5, mlp_ratio=2, **kwargs).eval()
+    x = _x()
+    out = []
+    handle = model.transformers[-1].blocks[-1].register_forward_hook(lambda m, a, o: out.append(o))
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 1, 16)  # no patch grid
+    handle.remove()
+    res = compute_cams(model, x, torch.tensor([0, 4]))
+    with torch.no_grad():
+        expect = model.head(model.norm(out[0][:, 1:]))  # (N, 64, K)
+    assert res.raw_gt.shape == (2, 8, 8)
+    torch.testing.assert_close(res.raw_gt.flatten(1), expect[[0, 1], :, [0, 4]], atol=1e-5, rtol=1e-4)
+    grad = compute_cams(model, x, torch.tensor([0, 4]), method='gradcam')
+    assert grad.raw_gt.shape == (2, 8, 8)
+    for r in (res, grad):
+        _assert_maps(r, 2, 64)
+
+
+def test_coat_maps_on_its_finest_scale():
+    torch.manual_seed(0)
+    kwargs = dict(img_size=64, embed_dims=[16] * 4, serial_depths=[1] * 4, parallel_depth=1, num_heads=8)
+    model = timm.create_model('coat_tiny', num_classes=5, mlp_ratios=[2] * 4, **kwargs).eval()
+    for method in CAM_METHODS:
+        res = compute_cams(model, _x(), torch.tensor([0, 4]), method=method)
+        assert res.raw_gt.shape == (2, 8, 8)  # scales 2-4 (8x8, 4x4, 2x2) feed the head
+        _assert_maps(res, 2, 64)
+
+
+def test_levit_token_grid_and_exact_head():
+    """LeViT: (N, L, C) tokens without a class token on a grid that halves per stage (2x2 at 64 px); its
+    head (BatchNorm + linear, twice, averaged) is linear. timm's initial BatchNorm statistics collapse the
+    untrained features to one value, so they are estimated on random inputs first, as training would."""
+    torch.manual_seed(0)
+    kwargs = dict(img_size=64, embed_dim=(16, 32), key_dim=8, depth=(1, 1), num_heads=(2, 2))
+    model = timm.create_model('levit_128s', num_classes=5, **kwargs)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(_x(8, seed=1))
+    model.eval()
+    x = _x()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    layout = feature_layout(model, feats, (64, 64))
+    assert (layout.kind, layout.grid, layout.num_prefix_tokens) == ('NLC', (2, 2), 0)
+    assert dense_head_gap(model, x) < 1e-5
+    for method in CAM_METHODS:
+        _assert_maps(compute_cams(model, x, torch.tensor([0, 4]), method=method), 2, 64)
+
+
+def test_token_lists_that_are_no_patch_grid_are_refused():
+    """EfficientViM returns per-stage hidden states (N, C, state) and its final map as (N, C, L): no list of
+    patch token sets; one line says so."""
+    bare = nn.Module()
+    with pytest.raises(ValueError, match=r'item 0 .*\(1, 128, 49\).*fits no patch grid'):
+        branch_layouts(bare, [torch.zeros(1, 128, 49)], (224, 224))
+    assert [
+        lay.grid for lay in branch_layouts(bare, [torch.zeros(1, 197, 8), torch.zeros(1, 50, 8)], (224, 224))
+    ] == [
+        (14, 14),
+        (7, 7),
+    ]

@@ -45,7 +45,8 @@ def adl_maps(x: torch.Tensor, gamma: float, channel_dim: int = 1) -> tuple[torch
     attention = x.mean(dim=channel_dim, keepdim=True)
     peak = attention.flatten(1).amax(dim=1)
     peak = peak.reshape([x.shape[0]] + [1] * (x.dim() - 1))
-    # Both references keep strictly-below-threshold cells: the peak itself is always dropped.
+    # Both references keep strictly-below-threshold cells: the peak is dropped whenever it is positive (an
+    # all-negative map puts gamma * peak above the peak, and nothing is dropped).
     drop_mask = (attention < peak * gamma).to(x.dtype)
     importance_map = torch.sigmoid(attention)
     return drop_mask, importance_map

@@ -35,14 +35,19 @@ from .cam_geometry import CamGeometry, cam_geometry, cam_offset, format_cam_geom
 from .cam_heads import (
     _model_name,
     _unwrap,
+    branch_layouts,
     check_timm_classifier,
     class_score_gradients,
     classifier_weights,
+    combine_branch_maps,
+    dense_head_branches,
     dense_head_logits,
     feature_layout,
     head_description,
     linear_classifier,
     max_pooled,
+    pooled_token_source,
+    pooled_tokens,
     to_grid,
 )
 from .cam_resize import ALIGNS, normalize_cams, resize_cams
@@ -155,22 +160,41 @@ def _reference_cams(feats: torch.Tensor, weight: torch.Tensor, classes: torch.Te
     return torch.einsum('nchw,ntc->nthw', feats.float(), weight.detach().float()[classes]) / feats.shape[1]
 
 
+def _dense_maps(
+    model: nn.Module, images: torch.Tensor, feats: Any, logits: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """'cam' on any head but GAP + linear: the head applied per cell (per branch, for a list of token
+    sets; on the last block's tokens, for pooled-token models)."""
+    input_hw = tuple(images.shape[-2:])
+    if isinstance(feats, (list, tuple)):
+        return dense_head_branches(model, list(feats), branch_layouts(model, feats, input_hw), classes)
+    layout = feature_layout(model, feats, input_hw)
+    if pooled_tokens(layout):
+        found = pooled_token_source(model, images, layout.num_prefix_tokens + 1)
+        if found is not None:
+            feats, layout = found
+    return dense_head_logits(model, feats, layout, logits, classes)
+
+
 def _class_maps(
-    model: nn.Module, feats: torch.Tensor, logits: torch.Tensor, labels: Any, input_hw: tuple[int, int]
+    model: nn.Module, images: torch.Tensor, feats: Any, logits: torch.Tensor, labels: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """'cam': (N, T, h, w) raw maps and the (N, T) classes; the reference's maps on a GAP + linear head."""
-    layout = feature_layout(model, feats, input_hw)
+    if isinstance(feats, (list, tuple)):
+        branch_layouts(model, feats, tuple(images.shape[-2:]))  # refuses what is no list of token sets
+    else:
+        layout = feature_layout(model, feats, tuple(images.shape[-2:]))
     classes = _classes(logits, labels)
     found = linear_classifier(model)
     gap = None
-    if found is not None and layout.kind == 'NCHW':
+    if found is not None and not isinstance(feats, (list, tuple)) and layout.kind == 'NCHW':
         gap = _gap_linear_difference(feats, logits, *found)
         if gap is not None and gap[0] <= gap[1]:
             return _reference_cams(feats, found[0], classes), classes
     if max_pooled(model):
         raise _gap_linear_error(model, *(gap or (float('nan'), float('nan'))))
     try:
-        raw = dense_head_logits(model, feats, layout, logits, classes)
+        raw = _dense_maps(model, images, feats, logits, classes)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
@@ -183,12 +207,17 @@ def _class_maps(
 def _gradcam_maps(
     model: nn.Module, images: torch.Tensor, labels: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """'gradcam': logits, (N, T, h, w) maps and (N, T) classes (Selvaraju et al., without the ReLU)."""
+    """'gradcam': logits, (N, T, h, w) maps and (N, T) classes (Selvaraju et al., without the ReLU).
+
+    Multi-branch models: one map per branch on its own grid, summed on the finest grid."""
     res = class_score_gradients(model, images, lambda logits: _classes(logits, labels))
     with _no_autocast(images.device.type):
-        fmap = to_grid(res.fmap, res.layout).float()
-        weights = torch.stack([to_grid(g, res.layout).float().mean((2, 3)) for g in res.grads], 1)  # (N,T,C)
-        raw = torch.einsum('nchw,ntc->nthw', fmap, weights)
+        maps = []
+        for b, (fmap, layout) in enumerate(zip(res.fmaps, res.layouts, strict=True)):
+            grid = to_grid(fmap, layout).float()
+            weights = torch.stack([to_grid(g[b], layout).float().mean((2, 3)) for g in res.grads], 1)  # N,T,C
+            maps.append(torch.einsum('nchw,ntc->nthw', grid, weights))
+        raw = combine_branch_maps(maps)
     return res.logits, raw, res.classes
 
 
@@ -239,7 +268,7 @@ def compute_cams(
     # the CAM arithmetic in full precision even inside the caller's autocast (which would run it in bf16)
     with torch.no_grad(), _no_autocast(images.device.type):
         if method == 'cam':
-            raw, classes = _class_maps(model, feats, logits, labels, (in_h, in_w))
+            raw, classes = _class_maps(model, images, feats, logits, labels)
         if align == 'centered':
             if geometry is None:
                 geometry = cam_geometry(model, (images.shape[1], in_h, in_w))

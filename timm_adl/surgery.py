@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -360,6 +362,36 @@ def _subclass_with_adl(module: nn.Module, adl: nn.Module) -> None:
 _WITH_ADL_CLASSES: dict[tuple[type, str], type] = {}
 
 
+# TorchScript compiles neither ``*args`` nor a closure over ``base``: a base forward that takes one input gets
+# one of these fixed forwards, which reach the base's own forward as a method of the subclass.
+def _forward_then_adl(self, x):
+    return self.adl(self._timm_adl_base_forward(x))
+
+
+def _forward_then_inserted(self, x):
+    return self.inserted(self._timm_adl_base_forward(x))
+
+
+_ONE_INPUT_FORWARDS = {'adl': _forward_then_adl, 'inserted': _forward_then_inserted}
+
+
+def _renamed(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn`` under another name: TorchScript compiles a method by its function's ``__name__``, so the base's
+    ``forward`` reached from the subclass's own ``forward`` must not be called ``forward`` too."""
+    new = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    new.__qualname__ = f'{fn.__qualname__.rpartition(".")[0]}.{name}'.lstrip('.')
+    new.__module__, new.__kwdefaults__ = fn.__module__, fn.__kwdefaults__
+    new.__annotations__ = dict(fn.__annotations__)
+    return new
+
+
+def _takes_one_input(forward: Callable[..., Any]) -> bool:
+    """Whether ``forward(self, x)`` is the whole signature (no other argument, no ``*args``/``**kwargs``)."""
+    params = list(inspect.signature(forward).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(params) == 1 and params[0].kind in kinds
+
+
 def with_adl_class(base: type, child: str = 'adl') -> type:
     """The (cached) subclass of ``base`` whose forward is ``self.<child>(base.forward(self, ...))``.
 
@@ -369,15 +401,18 @@ def with_adl_class(base: type, child: str = 'adl') -> type:
     if '_timm_adl_base' in vars(base):
         return base
     if (base, child) not in _WITH_ADL_CLASSES:
+        forward = _ONE_INPUT_FORWARDS.get(child) if _takes_one_input(base.forward) else None
+        if forward is None:  # any other signature: correct in eager mode and under FX, not scriptable
 
-        def forward(self, *args, **kwargs):
-            return getattr(self, child)(base.forward(self, *args, **kwargs))
+            def forward(self, *args, **kwargs):
+                return getattr(self, child)(base.forward(self, *args, **kwargs))
 
         def __reduce_ex__(self, protocol):
             return (_rebuild_with_adl, (base, self.__dict__, child))
 
         suffix = 'WithADL' if child == 'adl' else 'WithInserted'
         namespace = {'forward': forward, '__reduce_ex__': __reduce_ex__, '_timm_adl_base': base}
+        namespace['_timm_adl_base_forward'] = _renamed(base.forward, '_timm_adl_base_forward')
         namespace.update(__module__=base.__module__, __qualname__=f'{base.__qualname__}{suffix}')
         namespace['_timm_adl_child'] = child
         cls = type(f'{base.__name__}{suffix}', (base,), namespace)

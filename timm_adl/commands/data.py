@@ -1,6 +1,6 @@
-"""``timm-adl data {cub,imagenet,openimages} DIR``: get a data set ready for ``timm-adl train`` / ``eval``.
+"""timm-adl data {cub,imagenet,openimages} DIR: get a data set ready for ``timm-adl train`` / ``eval``.
 
-Each prints the ``data.root=... data.metadata_root=...`` overrides that point a packaged recipe at it.
+Each prints the data.root=... data.metadata_root=... overrides that point a packaged recipe at it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import CliError
+from ._flags import add_json, write_json
 
 HELP_EPILOG = """examples:
   timm-adl data cub data/                        # download CUB-200-2011 (1.1 GB), verify, extract, metadata
@@ -30,7 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sets = p.add_subparsers(dest='dataset', metavar='DATASET')
-    cub = sets.add_parser('cub', help='CUB-200-2011: download the official archive (or use --archive)')
+    raw = argparse.RawDescriptionHelpFormatter
+    cub = sets.add_parser(
+        'cub',
+        help='CUB-200-2011: download the official archive (or use --archive)',
+        description='CUB-200-2011 in wsolevaluation metadata format, from the official archive.',
+        epilog='examples:\n  timm-adl data cub data/\n  timm-adl data cub data/ --archive CUB_200_2011.tgz',
+        formatter_class=raw,
+    )
     cub.add_argument('dir', help='folder to put CUB_200_2011/ in')
     cub.add_argument('--archive', help='a local CUB_200_2011.tgz instead of downloading it')
     cub.add_argument('--url', default=None, help='download address (default: the CaltechDATA record)')
@@ -47,7 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cub.add_argument('--seed', type=int, default=0, help='without CUBV2: seed of the carved val split (0)')
 
-    inet = sets.add_parser('imagenet', help="ImageNet-1k from the user's ILSVRC2012 archives or folders")
+    inet = sets.add_parser(
+        'imagenet',
+        help="ImageNet-1k from the user's ILSVRC2012 archives or folders",
+        description="ImageNet-1k in wsolevaluation metadata format, from the user's ILSVRC2012 archives.",
+        epilog='example:\n  timm-adl data imagenet data/ --train ILSVRC2012_img_train.tar --val ILSVRC2012_img_val.tar '
+        '\\\n      --val-boxes ILSVRC2012_bbox_val_v3.tgz',
+        formatter_class=raw,
+    )
     inet.add_argument('dir', help='folder to put ILSVRC/ in')
     inet.add_argument(
         '--train', required=True, help='ILSVRC2012_img_train.tar, or its folder of synset folders'
@@ -61,7 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '--imagenetv2-metadata', help="wsolevaluation's metadata/ILSVRC folder (its val/ files)"
     )
 
-    oi = sets.add_parser('openimages', help="OpenImages30k from wsolevaluation's archives and metadata")
+    oi = sets.add_parser(
+        'openimages',
+        help="OpenImages30k from wsolevaluation's archives and metadata",
+        description="OpenImages30k (with masks) from wsolevaluation's archives and metadata.",
+        epilog='example:\n  timm-adl data openimages data/ --images OpenImages_images.zip '
+        '--annotations OpenImages_annotations.zip \\\n      --metadata wsolevaluation/metadata/OpenImages',
+        formatter_class=raw,
+    )
     oi.add_argument('dir', help='folder to put OpenImages/ in')
     oi.add_argument('--images', required=True, help='OpenImages_images.zip (or its unpacked folder)')
     oi.add_argument(
@@ -71,27 +93,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for sub in (cub, inet, oi):
         sub.add_argument('--no-progress', action='store_true', help='no progress bar')
+        add_json(
+            sub,
+            help="also write what was prepared (splits, folders, overrides) as JSON to PATH ('-' prints it)",
+        )
     p.set_defaults(func=run)
 
 
-def _report(prepared) -> int:
+def _report(prepared, json_path: str | None = None) -> int:
     sizes = ', '.join(f'{k} {v}' for k, v in prepared.split_sizes.items())
     print(f'{prepared.name}: {sizes} images; val: {prepared.val_source}')
     print(f'metadata: {prepared.metadata_root}')
     if prepared.mask_root is not None:
         print(f'masks: {prepared.mask_root} (timm-adl eval --mask-dir)')
     print(f'train with: {prepared.overrides()}')
+    if json_path:
+        write_json(
+            json_path,
+            {
+                'name': prepared.name,
+                'split_sizes': dict(prepared.split_sizes),
+                'val_source': prepared.val_source,
+                'metadata_root': str(prepared.metadata_root),
+                'mask_root': None if prepared.mask_root is None else str(prepared.mask_root),
+                'overrides': prepared.overrides(),
+            },
+        )
     return 0
 
 
-def _run(fn, **kwargs) -> int:
-    from ..data.download import DownloadError
-    from ..data.records import WSOLDataError
-
-    try:
-        return _report(fn(**kwargs))
-    except (DownloadError, WSOLDataError, FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from None
+def _run(fn, json_path: str | None = None, **kwargs) -> int:
+    return _report(fn(**kwargs), json_path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +138,7 @@ def run_cub(args: argparse.Namespace) -> int:
 
     return _run(
         prepare_cub,
+        json_path=args.json,
         dest=args.dir,
         url=args.url or CUB_URL,
         md5=args.md5 or CUB_MD5,
@@ -123,6 +156,7 @@ def run_imagenet(args: argparse.Namespace) -> int:
 
     return _run(
         prepare_imagenet,
+        json_path=args.json,
         dest=args.dir,
         train=args.train,
         val=args.val,
@@ -137,6 +171,7 @@ def run_openimages(args: argparse.Namespace) -> int:
 
     return _run(
         prepare_openimages,
+        json_path=args.json,
         dest=args.dir,
         images=args.images,
         annotations=args.annotations,

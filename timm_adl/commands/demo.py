@@ -1,4 +1,4 @@
-"""``timm-adl demo``: train a CAM baseline and its ADL twin on the built-in synthetic set and compare them.
+"""timm-adl demo: train a CAM baseline and its ADL twin on the built-in synthetic set and compare them.
 
 The project's main job in one command: it generates (or reuses) the synthetic CUB-like set
 (:mod:`timm_adl.data.synthetic`), trains both recipes of ``recipes/synthetic/`` with the project's trainer
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_bytes
+from ._flags import add_data_dir, add_device, add_json, default_output, write_json
 
 __all__ = ['RESULT_KEYS', 'register', 'run', 'run_demo']
 
@@ -48,6 +49,7 @@ DATA_SEED = 0  # the images are fixed; a demo seed changes initialisation, data 
 # A few hundred images and one short epoch: exercises every step of the demo in seconds (tests, CI).
 TINY_SIZES = {'train': 128, 'train-fullsup': 24, 'val': 24, 'test': 48}
 TINY_OVERRIDES = ('epochs=1', 'batch_size=32')
+DEFAULT_OUT = default_output('demo')
 
 
 def recipe_dir() -> Path:
@@ -66,46 +68,32 @@ def _recipe(method: str) -> Path:
     return path
 
 
-def _trained_model(cfg: Any, weights: str, num_classes: int, with_adl: bool = False):
-    """The trained network in eval mode: the base timm model with the run's weights (ADL layers added with
-    ``with_adl``, for the "drop forced on" diagnostic).
-
-    ADL has no parameters and is the identity in eval, and ``timm_adl.insert`` keeps every key, so the
-    base model with the ADL run's weights computes exactly what the ADL model computes at test time.
-    """
-    import timm
-    from safetensors.torch import load_file
-
-    from ..surgery import insert
-
-    model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
-    if with_adl:
-        model = insert(model, after=cfg.adl.after, drop_rate=cfg.adl.drop_rate, gamma=cfg.adl.gamma)
-    model.load_state_dict(load_file(weights))
-    return model.eval()
-
-
 def evaluate_split(
-    cfg: Any, weights: str, data_root: Path, synth_cfg: Any, split: str = 'test', batch_size: int = 100
+    weights: str | os.PathLike, data_root: Path, synth_cfg: Any, split: str = 'test', batch_size: int = 100
 ) -> dict[str, Any]:
-    """Metrics (both protocols) and diagnostics of one trained run on ``split``; also its first CAMs for the figure."""
+    """Metrics (both protocols) and diagnostics of one trained run on ``split``; also its first CAMs for the figure.
+
+    The run's model comes from the one loader (``timm_adl.hub.load_model``): built from the run's
+    ``config.yaml`` with ADL where the recipe put it, normalised exactly as the run trained (recorded in its
+    weights). ADL is the identity in eval mode, so the same model also serves the "drop forced on" diagnostic.
+    """
     import numpy as np
     import torch
 
     from ..data import create_wsol_dataset, create_wsol_loader
     from ..data.synthetic import render_synthetic
     from ..evaluation import EvalBatch, evaluate
-    from ..train.engine import train_mean_std
+    from ..hub import load_model
 
-    num_classes = synth_cfg.num_classes
-    model = _trained_model(cfg, weights, num_classes)
-    mean, std = train_mean_std(cfg, model)  # exactly what the run trained with
+    loaded = load_model(weights)
+    cfg, model = loaded.run_config, loaded.model
+    mean, std = loaded.mean, loaded.std
     ds = create_wsol_dataset(
         'wsol-metadata',
         data_root,
         split,
         is_training=False,
-        img_size=cfg.img_size,
+        img_size=loaded.img_size,
         mean=mean,
         std=std,
         metadata_root=data_root / 'metadata',
@@ -116,7 +104,7 @@ def evaluate_split(
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     counts = {'nohead': 0, 'peak_head': 0, 'drop': 0}
     keep: dict[str, Any] = {'cams': [], 'boxes': []}
-    adl_eval = _trained_model(cfg, weights, num_classes, with_adl=True) if cfg.adl is not None else None
+    adl_eval = model if loaded.adl_points else None
 
     def diagnostics(b: EvalBatch) -> None:
         sl = slice(b.start, b.start + len(b.images))
@@ -137,7 +125,7 @@ def evaluate_split(
 
     loader = create_wsol_loader(ds, batch_size, is_training=False)
     result = evaluate(
-        model, loader, cam_method=cfg.cam_method, cam_threshold=cfg.cam_threshold, on_batch=diagnostics
+        model, loader, cam_method=loaded.cam_method, cam_threshold=cfg.cam_threshold, on_batch=diagnostics
     )
     metrics = result.metrics()
     n = len(ds)
@@ -214,10 +202,10 @@ def format_table(rows: Sequence[dict[str, Any]], split: str = 'test', cam_method
 
 def run_demo(
     seeds: Sequence[int] = (0,),
-    out: str | os.PathLike = 'output/demo',
+    out: str | os.PathLike = DEFAULT_OUT,
     data_dir: str | os.PathLike | None = None,
     tiny: bool = False,
-    device: str = 'cpu',
+    device: str = 'auto',
     split: str = 'test',
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -249,7 +237,7 @@ def run_demo(
             print(f'== seed {seed}: {method.upper()} ({cfg.model}) ==', flush=True)
             # resume=True: a finished run is reused, an interrupted one continues bit-exactly
             result = run_training(cfg, resume=True, progress=progress)
-            ev = evaluate_split(cfg, result['checkpoints']['last'], data_root, synth_cfg, split)
+            ev = evaluate_split(result['checkpoints']['last'], data_root, synth_cfg, split)
             row = {
                 'seed': int(seed),
                 'method': method,
@@ -308,16 +296,31 @@ def _write_figure(path: Path, synth_cfg: Any, figure: dict[str, dict], split: st
     save_png(grid, path)
 
 
+HELP_EPILOG = """examples:
+  timm-adl demo                       # full demo on CPU or GPU: runs/demo/results.json, runs/demo/compare.png
+  timm-adl demo --tiny --out /tmp/demo    # a smoke run in about a minute
+  timm-adl demo --seeds 0 1 2 --device cuda --json runs/demo/rows.json
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         'demo',
         help='train CAM and ADL on the built-in synthetic set and compare them',
         description=__doc__.split('\n\n')[0],
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument('--seeds', type=int, nargs='+', default=[0], help='training seeds (default: 0)')
-    p.add_argument('--out', default='output/demo', help='output folder (default: output/demo)')
     p.add_argument(
-        '--data-dir', default=None, help='synthetic data folder (default: OUT/data); reused if present'
+        '--seeds', type=int, nargs='+', default=[0], metavar='SEED', help='training seeds (default: 0)'
+    )
+    p.add_argument(
+        '--out', default=DEFAULT_OUT, metavar='DIR', help=f'output folder (default: {DEFAULT_OUT})'
+    )
+    add_data_dir(
+        p,
+        help='data set root of the synthetic set (images and metadata/); made there if absent, reused if '
+        'present (default: OUT/data)',
     )
     p.add_argument('--tiny', action='store_true', help='a few hundred images and one epoch: a smoke run')
     p.add_argument(
@@ -326,29 +329,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=('test', 'val', 'train-fullsup'),
         help='split to evaluate (default: test; choose settings on val or train-fullsup, never on test)',
     )
-    p.add_argument(
-        '--device', default='cpu', help="torch device (default: cpu; 'auto' picks a GPU if present)"
-    )
+    add_device(p)
+    add_json(p, help="also write the results rows as JSON to PATH ('-' prints them)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CliError
-    from ..train import ConfigError
 
     if len(set(args.seeds)) != len(args.seeds):
         raise CliError(f'--seeds has repeats: {args.seeds}')
-    try:
-        run_demo(
-            seeds=args.seeds,
-            out=args.out,
-            data_dir=args.data_dir,
-            tiny=args.tiny,
-            device=args.device,
-            split=args.split,
-        )
-    except ConfigError as err:  # e.g. OUT holds runs of other recipes: resuming them would mix settings
-        raise CliError(f'{err} (use another --out, or delete that run folder)') from None
-    except FileExistsError as err:
-        raise CliError(str(err)) from None
+    rows = run_demo(
+        seeds=args.seeds,
+        out=args.out,
+        data_dir=args.data_dir,
+        tiny=args.tiny,
+        device=args.device,
+        split=args.split,
+    )
+    if args.json:
+        write_json(args.json, rows)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
-import json
 import math
 import os
 import re
@@ -15,7 +14,37 @@ from typing import Any
 
 from ..cli import CliError
 from ..files import atomic_write_bytes
-from ._inputs import normalization_flags, resolve_input
+from ..train.run_layout import WEIGHTS_CHOICES
+from ._flags import (
+    add_cam_method,
+    add_cam_threshold,
+    add_data_dir,
+    add_device,
+    add_img_size,
+    add_json,
+    add_model,
+    choice_metavar,
+    default_output,
+    deprecated_alias,
+    resolve_device,
+    write_json,
+)
+from ._inputs import normalization_flags, report_input
+
+GT_BOX_MODES = ('all', 'first')
+ALIGN_MODES = ('reference', 'centered')
+# The formats timm_adl.data reads (checked against timm_adl.data.DATASET_NAMES by the tests).
+DATASET_NAMES = ('cub', 'wsol-metadata', 'imagenet')
+
+
+def add_align(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--align',
+        default='reference',
+        metavar=choice_metavar(ALIGN_MODES),
+        help="CAM resize: reference (the references' corner-aligned resize, default) or centered",
+    )
+
 
 HELP_EPILOG = """examples:
   timm-adl eval --model resnet50_se_adl --checkpoint out/best.safetensors --data-dir CUB --dataset cub
@@ -34,18 +63,30 @@ save_pretrained folder's config.json), else with the model's pretrained_cfg; --m
 # shared by `eval` and `cam`
 
 
-def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument(
-        '--model',
-        help='timm model name (e.g. resnet50_se_adl); optional when --checkpoint is a save_pretrained folder',
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model and input flags of ``eval`` and ``cam`` (what ``timm_adl.hub.load_model`` takes)."""
+    add_model(
+        parser,
+        help='timm model name, e.g. resnet50_se_adl; optional when --checkpoint is a run folder, '
+        'a save_pretrained folder, a Hub id or weights with config.yaml beside them',
     )
     parser.add_argument(
         '--checkpoint',
-        help='weights: a .safetensors file (e.g. best.safetensors of `timm-adl train`) or a folder written by '
-        'save_pretrained / `timm-adl push` (model.safetensors + config.json); no pickles are loaded',
+        metavar='PATH',
+        help='weights: a .safetensors file (e.g. best.safetensors of timm-adl train), a run folder, a folder '
+        'written by save_pretrained / timm-adl push, or a Hub id ORG/NAME; no pickles are loaded',
     )
     parser.add_argument(
-        '--num-classes', type=int, help='classes of the head (default: read from the checkpoint, else 1000)'
+        '--weights',
+        default='best',
+        choices=WEIGHTS_CHOICES,
+        help='which weights of a run folder: best (default) or last',
+    )
+    parser.add_argument(
+        '--num-classes',
+        type=int,
+        metavar='N',
+        help='classes of the head (default: read from the checkpoint, else 1000)',
     )
     parser.add_argument(
         '--model-kwargs',
@@ -60,55 +101,12 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         nargs='+',
         metavar='V',
         help='input normalisation mean, R G B (default: what the checkpoint was trained with, as recorded by '
-        "`timm-adl train` or a save_pretrained folder's config.json, else the model's pretrained_cfg)",
+        "timm-adl train or a save_pretrained folder's config.json, else the model's pretrained_cfg)",
     )
     parser.add_argument(
         '--std', nargs='+', metavar='V', help='input normalisation std, R G B, each > 0 (default: as --mean)'
     )
-    parser.add_argument('--device', default=None, help='torch device (default: cuda if available, else cpu)')
-
-
-def resolve_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise CliError(f'device {name!r} is not usable here: {str(err).splitlines()[0]}') from None
-    return device
-
-
-def _unknown_model(name: str) -> CliError:
-    import timm
-
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f' (closest: {", ".join(close)})' if close else ''
-    return CliError(f'unknown timm model {name!r}{hint}')
-
-
-def _classifier_rows(path: str, model_name: str) -> int | None:
-    """Number of classes of a safetensors checkpoint: rows of its classifier weight (timm's cfg key)."""
-    import timm
-    from safetensors import safe_open
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        classifier = (cfg.to_dict() if cfg is not None else {}).get('classifier', 'fc')
-    except Exception:
-        classifier = 'fc'
-    try:
-        with safe_open(path, framework='pt') as f:
-            keys = list(f.keys())
-            for prefix in ('', 'module.'):
-                key = f'{prefix}{classifier}.weight'
-                if key in keys:
-                    return int(f.get_slice(key).get_shape()[0])
-    except Exception as err:
-        raise CliError(f'cannot read checkpoint {path}: not a valid safetensors file ({err})') from None
-    return None
+    add_device(parser)
 
 
 def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
@@ -129,66 +127,33 @@ def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_model(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
-    """The model named by --model / --checkpoint / --num-classes, in eval mode, and its label names."""
-    import timm
+def load_model(args: argparse.Namespace, flags: dict[str, Any] | None = None):
+    """The ``LoadedModel`` the flags name (``timm_adl.hub.load_model``), with its input settings; a model
+    without weights is allowed, with a warning (its maps mean nothing)."""
+    from ..hub import load_model as load
 
-    import timm_adl  # noqa: F401  (registers the paper's backbones)
-    from timm_adl.hub.checkpoints import CorruptCheckpointError
-    from timm_adl.hub.weights import read_weights
-
-    ckpt = args.checkpoint
-    kwargs = parse_model_kwargs(getattr(args, 'model_kwargs', []) or [])
-    if args.num_classes is not None:
-        kwargs['num_classes'] = args.num_classes
     if args.num_classes is not None and args.num_classes < 1:
         raise CliError(f'--num-classes must be >= 1, got {args.num_classes}')
-    if ckpt is not None and Path(ckpt).is_dir():
-        from ..hub import load
-
-        try:
-            model, labels = load(ckpt, **kwargs)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            raise CliError(f'cannot load {ckpt}: {str(err).splitlines()[0]}') from None
-        arch = model.pretrained_cfg.get('architecture')
-        if args.model and arch and args.model != arch:
-            raise CliError(f'--model {args.model} differs from the checkpoint folder architecture {arch}')
-        return model.eval(), labels
-    if not args.model:
-        raise CliError('--model is required (unless --checkpoint is a save_pretrained folder)')
-    if not timm.is_model(args.model):
-        raise _unknown_model(args.model)
-    if ckpt is None:
+    if args.checkpoint is None and not args.model:
+        raise CliError('--model is required (unless --checkpoint is a run or save_pretrained folder)')
+    flags = flags or {}
+    loaded = load(
+        args.checkpoint,
+        model=args.model,
+        num_classes=args.num_classes,
+        model_kwargs=parse_model_kwargs(getattr(args, 'model_kwargs', []) or []),
+        weights=getattr(args, 'weights', 'best'),
+        img_size=getattr(args, 'img_size', None),
+        mean=flags.get('mean'),
+        std=flags.get('std'),
+        cam_method=getattr(args, 'cam_method', None),
+    )
+    if args.checkpoint is None:
         print(
             f'timm-adl: warning: no --checkpoint: {args.model} has random weights, its CAMs mean nothing',
             file=sys.stderr,
         )
-        try:
-            return timm.create_model(args.model, pretrained=False, **kwargs).eval(), None
-        except TypeError as err:
-            raise CliError(f'cannot build {args.model} with {kwargs}: {err}') from None
-    if not os.path.isfile(ckpt):
-        raise CliError(f'checkpoint not found: {ckpt}')
-    if not ckpt.endswith('.safetensors'):
-        raise CliError(
-            f'--checkpoint must be a .safetensors file or a folder (no pickles are loaded), got {ckpt}'
-        )
-    try:
-        read_weights(ckpt)  # a truncated file or a renamed pickle: one line naming it, not a traceback
-    except CorruptCheckpointError as err:
-        raise CliError(str(err)) from None
-    num_classes = kwargs.pop('num_classes', None) or _classifier_rows(ckpt, args.model) or 1000
-    try:
-        model = timm.create_model(
-            args.model,
-            pretrained=True,
-            pretrained_cfg_overlay=dict(file=os.path.abspath(ckpt), num_classes=num_classes),
-            num_classes=num_classes,
-            **kwargs,
-        )
-    except (RuntimeError, TypeError) as err:
-        raise CliError(f'cannot load {ckpt} into {args.model}: {str(err).splitlines()[0]}') from None
-    return model.eval(), None
+    return loaded
 
 
 def paper_box(cam, threshold: float):
@@ -225,11 +190,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
-    p.add_argument('--data-dir', required=True, help='data root (images; annotation files for cub/imagenet)')
-    p.add_argument('--dataset', required=True, help='format: cub | wsol-metadata | imagenet')
-    p.add_argument('--metadata-dir', help='wsol-metadata only: the folder of split folders')
+    add_data_dir(p, required=True)
     p.add_argument(
-        '--mask-dir', help='wsol-metadata only: the folder mask paths are relative to (default: --data-dir)'
+        '--dataset',
+        required=True,
+        metavar=choice_metavar(DATASET_NAMES),
+        help='annotation format of --data-dir: cub (CUB-200-2011 files), wsol-metadata (wsolevaluation '
+        'metadata, with --metadata-dir) or imagenet',
+    )
+    p.add_argument('--metadata-dir', metavar='DIR', help='wsol-metadata only: the folder of split folders')
+    p.add_argument(
+        '--mask-dir',
+        metavar='DIR',
+        help='wsol-metadata only: the folder mask paths are relative to (default: --data-dir)',
     )
     p.add_argument('--split', default='test', help='split to evaluate (default: test)')
     p.add_argument(
@@ -238,32 +211,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='pick the CAM threshold on SPLIT (e.g. val) and report the evaluated split at it, besides the '
         "oracle (the evaluated split's own best, as wsolevaluation does)",
     )
-    p.add_argument('--cam-threshold', type=float, default=0.2, help='paper protocol threshold (default 0.2)')
+    add_cam_threshold(p)
     p.add_argument(
         '--cam-curve-interval',
         type=float,
         default=0.01,
+        metavar='STEP',
         help='threshold grid step for MaxBoxAcc (default 0.01)',
     )
     p.add_argument(
-        '--iou-thresholds', type=int, nargs='+', default=[30, 50, 70], help='IoU %% for MaxBoxAccV2'
-    )
-    p.add_argument('--gt-box-mode', default='all', help="'all' boxes of an image (default) or the 'first'")
-    p.add_argument(
-        '--img-size',
+        '--iou-thresholds',
         type=int,
-        help='evaluation resolution (default: the training input size the checkpoint records, '
+        nargs='+',
+        default=[30, 50, 70],
+        metavar='PCT',
+        help='IoU thresholds in percent for MaxBoxAccV2 (default: 30 50 70)',
+    )
+    p.add_argument(
+        '--gt-box-mode',
+        default='all',
+        choices=GT_BOX_MODES,
+        help='which ground-truth boxes count: all boxes of an image (default) or the first',
+    )
+    add_img_size(
+        p,
+        'evaluation resolution in pixels (default: the training input size the checkpoint records, '
         "else the model's input size, else 224)",
     )
-    p.add_argument('--align', default='reference', help="CAM resize: 'reference' (default) or 'centered'")
-    p.add_argument(
-        '--cam-method',
-        default='cam',
-        help='how the maps are made: one of timm_adl.cam.CAM_METHODS, e.g. cam (default) or gradcam; '
-        'every report names it',
+    deprecated_alias(
+        p, '--input-size', '--img-size N', 'img_size', convert=lambda v: int(v[-1]), nargs=3, type=int
     )
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--workers', type=int, default=0, help='data loading processes (default 0)')
+    add_align(p)
+    add_cam_method(p)
+    p.add_argument('--batch-size', type=int, default=32, metavar='N', help='images per batch (default 32)')
+    p.add_argument('--workers', type=int, default=0, metavar='N', help='data loading processes (default 0)')
     p.add_argument(
         '--save-cams', metavar='DIR', help='write each normalised GT-class CAM to DIR/<image_id>.npy'
     )
@@ -273,13 +254,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         '--vis', type=int, default=0, metavar='N', help='write Figure-3 pictures of the first N images'
     )
-    p.add_argument('--vis-dir', default='cam_vis', help='folder for --vis pictures (default: cam_vis)')
-    p.add_argument('--json', metavar='PATH', help='write all results (metrics, curves, settings) as JSON')
+    p.add_argument(
+        '--vis-dir',
+        metavar='DIR',
+        default=default_output('eval', 'vis'),
+        help=f'folder for --vis pictures (default: {default_output("eval", "vis")})',
+    )
+    add_json(p, help="write all results (metrics, curves, settings) as JSON to PATH ('-' prints them)")
     p.set_defaults(func=run)
 
 
+def check_align(align: str) -> None:
+    if align not in ALIGN_MODES:
+        close = difflib.get_close_matches(align, ALIGN_MODES, n=1)
+        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        raise CliError(f'--align must be one of {", ".join(ALIGN_MODES)}, got {align!r}{hint}')
+
+
+def check_cam_method(method: str | None) -> None:
+    from ..evaluation import check_cam_method as check
+
+    if method is not None:
+        try:
+            check(method)
+        except ValueError as err:
+            raise CliError(f'--cam-method: {err}') from None
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    from ..data import DATASET_NAMES
 
     if args.dataset not in DATASET_NAMES:
         close = difflib.get_close_matches(args.dataset, DATASET_NAMES, n=1)
@@ -305,16 +307,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f'--batch-size must be >= 1, got {args.batch_size}')
     if args.vis < 0:
         raise CliError(f'--vis must be >= 0, got {args.vis}')
-    if args.align not in ('reference', 'centered'):
-        raise CliError(f"--align must be 'reference' or 'centered', got {args.align!r}")
-    if args.scoremaps and args.cam_method != 'cam':
+    check_align(args.align)
+    if args.scoremaps and args.cam_method is not None:
         raise CliError('--cam-method chooses how a model makes its maps; --scoremaps evaluates no model')
-    from ..evaluation import check_cam_method
-
-    try:
-        check_cam_method(args.cam_method)
-    except ValueError as err:
-        raise CliError(f'--cam-method: {err}') from None
+    check_cam_method(args.cam_method)
     if args.threshold_from is not None and args.threshold_from == args.split:
         raise CliError(
             f'--threshold-from {args.threshold_from} is the evaluated split itself (that is the oracle)'
@@ -347,7 +343,8 @@ def _load_scoremap(folder: str, image_id: str, hw: tuple[int, int]):
 class _Run:
     """The data side of one split (data set, loader, pictures, saved maps) around ``timm_adl.evaluate``."""
 
-    def __init__(self, args: argparse.Namespace, model, device, img_size, mean, std):
+    def __init__(self, args: argparse.Namespace, model, device, img_size, mean, std, cam_method=None):
+        self.cam_method = cam_method
         self.args, self.model, self.device = args, model, device
         self.img_size, self.mean, self.std = img_size, mean, std
 
@@ -355,21 +352,18 @@ class _Run:
         from ..data import create_wsol_dataset, create_wsol_loader
 
         args = self.args
-        try:
-            ds = create_wsol_dataset(
-                args.dataset,
-                args.data_dir,
-                split,
-                is_training=False,
-                img_size=self.img_size,
-                mean=self.mean,
-                std=self.std,
-                metadata_root=args.metadata_dir,
-                gt_box_mode=args.gt_box_mode,
-                **({'mask_root': args.mask_dir} if args.mask_dir else {}),
-            )
-        except (FileNotFoundError, ValueError, OSError) as err:
-            raise CliError(str(err).splitlines()[0]) from None
+        ds = create_wsol_dataset(
+            args.dataset,
+            args.data_dir,
+            split,
+            is_training=False,
+            img_size=self.img_size,
+            mean=self.mean,
+            std=self.std,
+            metadata_root=args.metadata_dir,
+            gt_box_mode=args.gt_box_mode,
+            **({'mask_root': args.mask_dir} if args.mask_dir else {}),
+        )
         if len(ds) == 0:
             raise CliError(f'split {split!r} of {args.data_dir} has no images')
         if not (ds.has_boxes or ds.has_masks):
@@ -416,28 +410,23 @@ class _Run:
             on_batch=on_batch,
             progress=f'eval {split}',
         )
-        try:
-            if self.model is not None:
-                result = evaluate(
-                    self.model,
-                    loader,
-                    cam_method=args.cam_method,
-                    align=args.align,
-                    device=self.device,
-                    **settings,
-                )
-            else:
+        if self.model is not None:
+            result = evaluate(
+                self.model,
+                loader,
+                cam_method=self.cam_method,
+                align=args.align,
+                device=self.device,
+                **settings,
+            )
+        else:
 
-                def maps(start: int, batch) -> torch.Tensor:
-                    hw = tuple(batch[0].shape[-2:])
-                    batch_ids = ids[start : start + len(batch[0])]
-                    return torch.from_numpy(
-                        np.stack([_load_scoremap(args.scoremaps, i, hw) for i in batch_ids])
-                    )
+            def maps(start: int, batch) -> torch.Tensor:
+                hw = tuple(batch[0].shape[-2:])
+                batch_ids = ids[start : start + len(batch[0])]
+                return torch.from_numpy(np.stack([_load_scoremap(args.scoremaps, i, hw) for i in batch_ids]))
 
-                result = evaluate_scoremaps(loader, maps, **settings)
-        except ValueError as err:
-            raise CliError(str(err).splitlines()[0]) from None
+            result = evaluate_scoremaps(loader, maps, **settings)
         if vis_items:
             self._write_vis(vis_items)
         return result, len(ds)
@@ -501,19 +490,19 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     flags = normalization_flags(args)
 
-    model, device, normalization = None, None, None
+    model, device, normalization, cam_method = None, None, None, None
     if not args.scoremaps:
-        model, _ = load_model(args)
+        loaded = load_model(args, flags)
         device = resolve_device(args.device)
-        model = model.to(device)
-        normalization, img_size = resolve_input(args, model, flags)
-        mean, std = tuple(normalization['mean']), tuple(normalization['std'])
+        model = loaded.model.to(device)
+        normalization = report_input(loaded)
+        img_size, mean, std, cam_method = loaded.img_size, loaded.mean, loaded.std, loaded.cam_method
     else:  # score maps: the images are only drawn (--vis), normalised and back
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
         img_size = args.img_size or 224
-    runner = _Run(args, model, device, img_size, mean, std)
+    runner = _Run(args, model, device, img_size, mean, std, cam_method)
 
     calibration = None
     if args.threshold_from:
@@ -563,10 +552,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f'best_threshold ({args.threshold_from})', _fmt(cal['best_threshold'])))
     print(_format_table(rows))
     if args.json:
-        atomic_write_bytes(
-            Path(args.json), (json.dumps(_scalar(result), indent=1) + '\n').encode(), durable=False
-        )
-        print(f'wrote {args.json}')
+        write_json(args.json, _scalar(result))
     if args.save_cams:
         print(f'wrote {n_images} score maps under {args.save_cams}')
     if args.vis:

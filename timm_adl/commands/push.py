@@ -1,6 +1,6 @@
-"""``timm-adl push CHECKPOINT --repo-id ORG/NAME [--dry-run FOLDER]``: publish a trained checkpoint on the Hub.
+"""``timm-adl push --checkpoint PATH --repo-id ORG/NAME [--dry-run FOLDER]``: publish a trained checkpoint.
 
-CHECKPOINT is a training run folder (``config.yaml`` + ``best.safetensors``) or a ``.safetensors`` file with
+PATH is a training run folder (``config.yaml`` + ``best.safetensors``) or a ``.safetensors`` file with
 ``--model NAME`` (or ``--recipe``, or a ``config.yaml`` beside it). The model is rebuilt as the run built it,
 the weights are loaded strictly, and the folder ``timm_adl.hub.save_pretrained`` writes is uploaded in one
 commit; ``--dry-run FOLDER`` writes that folder and uploads nothing.
@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import CliError
+from ..train.run_layout import WEIGHTS_CHOICES, RunLayout
+from ._flags import add_json, add_model, write_json
 
 HELP_EPILOG = """examples:
-  timm-adl push runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub --dry-run out/r50_card
-  timm-adl push runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub --metrics runs/cub_r50_test/results.json \\
-      --split test --heatmaps runs/cub_r50_test/cams.png
-  timm-adl push model.safetensors --model resnet50_se_adl --repo-id me/r50-adl --dataset cub --split test \\
-      --metrics results.json
+  timm-adl push --checkpoint runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub --dry-run runs/push/r50_card
+  timm-adl push --checkpoint runs/cub_r50 --repo-id timm-adl/resnet50_se_adl.cub \\
+      --metrics runs/cub_r50_test/results.json --split test --heatmaps runs/cub_r50_test/cams.png
+  timm-adl push --checkpoint model.safetensors --model resnet50_se_adl --repo-id me/r50-adl --dataset cub \\
+      --split test --metrics results.json
 
 Metrics default to the run's best validation metrics (summary.json, split = the recipe's data.val_split);
 --metrics takes a JSON of WSOL metrics in percent (top1_clas, gt_known_loc, top1_loc, max_box_acc,
@@ -38,19 +40,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument('checkpoint', help='training run folder, or a .safetensors weights file')
+    p.add_argument(
+        '--checkpoint',
+        metavar='PATH',
+        help='what to publish: a training run folder, or a .safetensors weights file',
+    )
+    p.add_argument('old_checkpoint', nargs='?', help=argparse.SUPPRESS)  # the positional spelling, deprecated
     p.add_argument(
         '--repo-id', required=True, metavar='ORG/NAME', help='Hub repo, e.g. timm-adl/resnet50_se_adl.cub'
     )
     p.add_argument('--dry-run', metavar='FOLDER', help='write the folder here for review; upload nothing')
     p.add_argument('--overwrite', action='store_true', help='with --dry-run: replace a non-empty FOLDER')
-    p.add_argument('--model', help='timm model name (required for a bare .safetensors without a recipe)')
-    p.add_argument('--recipe', help='recipe / config YAML the weights were trained with')
-    p.add_argument(
-        '--weights', default='best', choices=('best', 'last'), help='which weights of a run folder'
+    add_model(
+        p, help='timm model name (required for a bare .safetensors without a recipe or config.yaml beside it)'
     )
-    p.add_argument('--num-classes', type=int, help='classes of the head (default: read from the weights)')
-    p.add_argument('--metrics', help="JSON file of WSOL metrics (default: the run's best validation metrics)")
+    p.add_argument('--recipe', metavar='PATH', help='recipe / config YAML the weights were trained with')
+    p.add_argument(
+        '--weights',
+        default='best',
+        choices=WEIGHTS_CHOICES,
+        help='which weights of a run folder (default: best)',
+    )
+    p.add_argument(
+        '--num-classes', type=int, metavar='N', help='classes of the head (default: read from the weights)'
+    )
+    p.add_argument(
+        '--metrics',
+        metavar='PATH',
+        help="JSON file of WSOL metrics (default: the run's best validation metrics)",
+    )
     p.add_argument(
         '--dataset', help="data set the metrics were measured on (default: the recipe's data.name)"
     )
@@ -61,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--private', action='store_true', help='create the repo as private')
     p.add_argument('--revision', help='branch to commit to (created if missing; default main)')
     p.add_argument('--commit-message', help='commit message')
+    add_json(p, help="write what was published (folder or commit URL) as JSON to PATH ('-' prints it)")
     p.set_defaults(func=run)
 
 
@@ -92,89 +111,41 @@ def _label_names(path: str | None) -> list[str] | None:
     return [line.strip() for line in lines if line.strip()]
 
 
-def _locate(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
-    """``(weights, recipe, run_dir)`` for the CHECKPOINT argument."""
-    ckpt = Path(args.checkpoint)
-    if ckpt.is_dir():
-        weights = ckpt / f'{args.weights}.safetensors'
-        if not weights.is_file():
-            raise CliError(f'{ckpt} is not a training run folder: {weights.name} not found')
-        config = Path(args.recipe) if args.recipe else ckpt / 'config.yaml'
-        return weights, config if config.is_file() or args.recipe else None, ckpt
-    if ckpt.suffix != '.safetensors':
-        raise CliError(f'CHECKPOINT must be a run folder or a .safetensors file (no pickles), got {ckpt}')
-    if not ckpt.is_file():
-        raise CliError(f'weights file not found: {ckpt}')
-    beside = ckpt.parent / 'config.yaml'
-    config = Path(args.recipe) if args.recipe else (beside if beside.is_file() else None)
-    return ckpt, config, ckpt.parent if config == beside else None
+def _checkpoint(args: argparse.Namespace) -> str:
+    from ._flags import warn_deprecated
 
-
-def _num_classes(model_name: str, weights: dict, given: int | None) -> int | None:
-    if given is not None:
-        return given
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model_name)
-    classifier = cfg.classifier if cfg is not None else None
-    names = [classifier] if isinstance(classifier, str) else list(classifier or [])
-    for name in names:
-        if f'{name}.weight' in weights:
-            return int(weights[f'{name}.weight'].shape[0])
-    return None
+    if args.old_checkpoint is not None:
+        if args.checkpoint is not None:
+            raise CliError(
+                'give the checkpoint once: --checkpoint PATH (the positional spelling is deprecated)'
+            )
+        warn_deprecated('timm-adl push CHECKPOINT (positional)', f'--checkpoint {args.old_checkpoint}')
+        return args.old_checkpoint
+    if args.checkpoint is None:
+        raise CliError('--checkpoint PATH is required: a training run folder or a .safetensors file')
+    return args.checkpoint
 
 
 def build_from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Path | None, Path]:
-    """Rebuild the model and load its weights: ``(model, train_config_or_None, run_dir, weights_path)``."""
-    import timm
-    from safetensors.torch import load_file
+    """The model as the run built it, with its weights (``timm_adl.hub.load_model``):
+    ``(model, train_config_or_None, run_dir, weights_path)``."""
+    import sys
 
-    from ..hub import verify_weights
-    from ..train import ConfigError, load_config
+    from ..hub import load_model
+    from ..train.run_layout import find_run_folder
 
-    weights_path, recipe_path, run_dir = _locate(args)
-    verify_weights(weights_path)
-    state = load_file(str(weights_path))
-    cfg = None
-    if recipe_path is not None:
-        try:
-            cfg = load_config(recipe_path)
-        except ConfigError as err:
-            raise CliError(str(err)) from None
-    model_name = args.model or (cfg.model if cfg is not None else None)
-    if not model_name:
-        raise CliError(f'{weights_path} has no config.yaml beside it: give --model NAME (or --recipe)')
-    num_classes = _num_classes(model_name, state, args.num_classes or (cfg.num_classes if cfg else None))
-    if cfg is not None:
-        import dataclasses
-
-        from ..train.distributed import DistInfo
-        from ..train.engine import build_model
-
-        # As the run built it, minus the starting weights (the checkpoint replaces them).
-        build_cfg = dataclasses.replace(
-            cfg, model=model_name, pretrained=False, pretrained_file=None, initial_checkpoint=None
-        )
-        try:
-            model, _ = build_model(build_cfg, num_classes, DistInfo())
-        except ConfigError as err:
-            raise CliError(str(err)) from None
-    else:
-        kwargs = {'num_classes': num_classes} if num_classes is not None else {}
-        model = timm.create_model(model_name, **kwargs)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        detail = next((line.strip() for line in str(err).splitlines() if 'size mismatch' in line), str(err))
-        raise CliError(
-            f'{weights_path} does not fit {model_name}: {detail} (wrong --model or recipe?)'
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CliError(
-            f'{weights_path} does not fit {model_name}: missing {result.missing_keys[:3]}, '
-            f'unexpected {result.unexpected_keys[:3]} (wrong --model or recipe?)'
-        )
-    return model.eval(), cfg, run_dir, weights_path
+    loaded = load_model(
+        _checkpoint(args),
+        model=args.model,
+        num_classes=args.num_classes,
+        weights=args.weights,
+        recipe=args.recipe,
+    )
+    for note in loaded.notes:
+        print(f'timm-adl: {note}', file=sys.stderr)
+    weights_path = Path(loaded.weights_file)
+    layout = find_run_folder(weights_path) if loaded.run_config is not None else None
+    return loaded.model, loaded.run_config, (layout.root if layout else None), weights_path
 
 
 def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[dict, str | None]:
@@ -189,7 +160,7 @@ def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[
         if not isinstance(data, dict):
             raise CliError(f'metrics file {args.metrics} must hold a JSON object of metric -> value')
         return data, None
-    summary = run_dir / 'summary.json' if run_dir is not None else None
+    summary = RunLayout(run_dir).summary if run_dir is not None else None
     if summary is not None and summary.is_file():
         data = _read_json(str(summary), 'summary')
         best = dict(data.get('best') or {})
@@ -201,10 +172,41 @@ def _metrics(args: argparse.Namespace, cfg: Any, run_dir: Path | None) -> tuple[
     return {}, None
 
 
+def _auto_figure(model: Any, cfg: Any, split: str | None, metrics: dict, folder: str) -> str | None:
+    """Figure 3 drawn from the evaluated split of the run's data, for a card without --heatmaps; None (with
+    a note) when the run records no data or the split cannot be read here."""
+    from ..hub.figure import draw_run_figure
+
+    if cfg is None or not split or not cfg.data.root:
+        return None
+    threshold = metrics.get('best_threshold')
+    try:
+        path = draw_run_figure(
+            model,
+            cfg,
+            split,
+            Path(folder) / 'heatmaps.png',
+            threshold if isinstance(threshold, float) else None,
+        )
+    except (OSError, ValueError) as err:
+        print(
+            f'timm-adl push: note: no CAM picture on the card ({str(err).splitlines()[0]}); give --heatmaps PNG'
+        )
+        return None
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix='timm-adl-card-') as tmp:
+        return _run(args, tmp)
+
+
+def _run(args: argparse.Namespace, tmp: str) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..hub import CorruptCheckpointError, push_to_hub, save_pretrained
+    from ..hub import push_to_hub, save_pretrained
     from ..train import config_to_dict
     from ..train.checkpoint import read_data_config
 
@@ -220,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
             heatmaps=args.heatmaps,
             license=args.license,
         )
+        if args.heatmaps is None:  # the card draws its own picture from the split its metrics come from
+            kwargs['heatmaps'] = _auto_figure(model, cfg, kwargs['split'], metrics, tmp)
         # The input the run trained on, recorded in its weights: config.json's pretrained_cfg gets it, so
         # hub-loaded models normalise as in training even without a recipe.
         recorded = read_data_config(weights_path)
@@ -233,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f'wrote {folder} (dry run, nothing uploaded): {", ".join(sorted(p.name for p in folder.iterdir()))}'
             )
+            if args.json:
+                write_json(
+                    args.json, {'checkpoint': str(weights_path), 'folder': str(folder), 'commit_url': None}
+                )
             return 0
         info = push_to_hub(
             model,
@@ -244,9 +252,11 @@ def run(args: argparse.Namespace) -> int:
             commit_message=args.commit_message,
             **kwargs,
         )
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError, CorruptCheckpointError) as err:
-        raise CliError(str(err).splitlines()[0]) from None
-    except HfHubHTTPError as err:
+    except HfHubHTTPError as err:  # names the repo; every other error is cli.main's one line
         raise CliError(f'upload to {args.repo_id} failed: {str(err).splitlines()[0]}') from None
     print(f'pushed {weights_path} to {info.commit_url}')
+    if args.json:
+        write_json(
+            args.json, {'checkpoint': str(weights_path), 'folder': None, 'commit_url': str(info.commit_url)}
+        )
     return 0

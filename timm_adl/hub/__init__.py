@@ -2,7 +2,9 @@
 
 - ``save_pretrained(model, folder, metrics, recipe)``: a Hub-ready folder (safetensors, timm config with the
   ADL placement, recipe, model card); ``push_to_hub(model, repo_id, ...)``: the same, uploaded in one commit.
-- ``load('ORG/NAME')``: ``(model, label_names)``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)``
+- ``load_model(source)``: the one loader (weights file, run folder, save_pretrained folder or Hub id) giving
+  the model, its input settings and where each came from; ``load('ORG/NAME')`` is it for Hub ids:
+  ``(model, label_names)``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)``
   works too once ``timm_adl`` is imported (it registers the architectures, including ``adl_inserted`` for
   any model ``timm_adl.insert`` made).
 - ``WSOL_CHECKPOINTS`` / ``wsol_pretrained_cfgs``: the paper backbones' published checkpoints as timm tags
@@ -20,7 +22,9 @@ from .checkpoints import (
     wsol_pretrained_cfgs,
 )
 from .export import push_to_hub, save_pretrained
-from .loading import LoadedModel, load, verify_weights
+from .loaded import LoadedModel
+from .loader import load_model, read_checkpoint
+from .loading import load, verify_weights
 from .spec import ModelSpec, describe_model
 
 __all__ = [
@@ -35,7 +39,9 @@ __all__ = [
     'describe_model',
     'explain_hub_errors',
     'load',
+    'load_model',
     'push_to_hub',
+    'read_checkpoint',
     'save_pretrained',
     'verify_weights',
     'wsol_pretrained_cfgs',

@@ -11,6 +11,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from .datasets import dataset_info
+
 __all__ = ['METRIC_NAMES', 'dataset_display_name', 'render_card', 'scalar_metrics']
 
 # Metric keys (WSOLEvaluator.compute() / MaskEvaluator, in percent) -> column names used by the WSOL papers.
@@ -30,15 +32,6 @@ _METRIC_NOTES = {
     'max_box_acc_v2': 'mean box accuracy over IoU 0.3/0.5/0.7, best threshold, all contours',
     'pxap': 'pixel average precision of the CAM against the masks',
 }
-_DATASETS = {
-    'cub': 'CUB-200-2011',
-    'cub200': 'CUB-200-2011',
-    'imagenet': 'ImageNet-1k',
-    'in1k': 'ImageNet-1k',
-    'ilsvrc': 'ImageNet-1k',
-    'openimages': 'OpenImages30k',
-}
-
 ADL_BIBTEX = """@inproceedings{choe2019adl,
   title     = {Attention-Based Dropout Layer for Weakly Supervised Object Localization},
   author    = {Choe, Junsuk and Shim, Hyunjung},
@@ -63,7 +56,9 @@ TIMM_BIBTEX = """@misc{rw2019timm,
 
 
 def dataset_display_name(name: str) -> str:
-    return _DATASETS.get(name.strip().lower(), name.strip())
+    """``cub`` -> ``CUB-200-2011`` and the other aliases of :mod:`timm_adl.hub.datasets`; else as given."""
+    info = dataset_info(name)
+    return info.name if info is not None else name.strip()
 
 
 def _slug(text: str) -> str:
@@ -116,11 +111,15 @@ def render_card(
     license: str,
     description: str | None = None,
     cam_method: str | None = None,
+    dataset_terms: str | None = None,
+    dataset_url: str | None = None,
 ) -> str:
     """The full ``README.md`` text: YAML metadata block, then the card body in Markdown.
 
     ``cam_method`` names how the maps behind the metrics were made (``timm_adl.cam.CAM_METHODS``); the
-    results section says it, as a box metric means little without it.
+    results section says it, as a box metric means little without it. ``dataset_terms`` (and
+    ``dataset_url``, where they are stated) are the training data's terms of use, quoted in the licence
+    section (``timm_adl.hub.datasets``).
     """
     metrics = dict(metrics or {})
     shown = {k: v for k, v in metrics.items() if k in METRIC_NAMES}
@@ -175,7 +174,8 @@ def render_card(
         f'- **Classes:** {num_classes}',
         f'- **Parameters (M):** {num_params / 1e6:.2f}',
         f'- **Image size:** {input_size[-2]} x {input_size[-1]}',
-        f'- **Training data:** {dataset or "not recorded"}',
+        f'- **Training data:** {dataset or "not recorded"}'
+        + (f' ([terms of use]({dataset_url}))' if dataset and dataset_url else ''),
         '- **Training recipe:** '
         + (
             f'[`{recipe_file}`]({recipe_file})'
@@ -224,7 +224,11 @@ def render_card(
         '## License',
         '',
         f'The weights are released under `{license}`. They were trained on {dataset or "the data set above"}, '
-        'whose own terms of use also apply.',
+        + (
+            f'whose own terms of use also apply: {dataset_terms}'
+            if dataset_terms
+            else 'whose own terms of use also apply.'
+        ),
         '',
         '## Citation',
         '',

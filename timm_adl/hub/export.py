@@ -21,6 +21,7 @@ from torch import nn
 from ..version import __version__
 from .card import dataset_display_name, render_card, scalar_metrics
 from .checkpoints import ADL_PAPER, ADL_PAPER_ID, WEIGHTS_NAME, WSOL_CHECKPOINTS
+from .datasets import DatasetInfo, dataset_info, infer_dataset
 from .spec import describe_model
 
 __all__ = [
@@ -64,15 +65,13 @@ def _read_recipe(recipe: Any) -> tuple[str | None, dict[str, Any], str | None]:
     return yaml.safe_dump(parsed, sort_keys=False), parsed, None
 
 
-def _recipe_dataset(recipe: Mapping[str, Any]) -> str | None:
-    """The recipe's data set: ``data.name``, or for the wsolevaluation format its metadata folder (``metadata/CUB``)."""
-    data = recipe.get('data')
-    if not isinstance(data, Mapping) or not data.get('name'):
-        return None
-    if data['name'] == 'wsol-metadata':
-        root = str(data.get('metadata_root') or '').rstrip('/\\')
-        return Path(root).name or None
-    return str(data['name'])
+def _dataset(given: Any, recipe: Mapping[str, Any]) -> DatasetInfo | None:
+    """The data set the card names: as given (a name or an alias), else inferred from the recipe's data."""
+    if given:
+        name = dataset_display_name(str(given))
+        known = dataset_info(name)
+        return known or DatasetInfo(name, '')
+    return infer_dataset(recipe.get('data'))
 
 
 def _data_config(recipe: Mapping[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -179,8 +178,8 @@ def save_pretrained(
     labels = _label_names(model, label_names, num_classes)
     recipe_text, recipe_dict, recipe_source = _read_recipe(recipe)
     metrics = dict(metrics or {})
-    dataset = dataset or metrics.get('dataset') or _recipe_dataset(recipe_dict)
-    dataset = dataset_display_name(str(dataset)) if dataset else None
+    data_info = _dataset(dataset or metrics.get('dataset'), recipe_dict)
+    dataset = data_info.name if data_info is not None else None
     split = split or metrics.get('split')
     values = scalar_metrics(metrics)
     if values and not (dataset and split):
@@ -276,6 +275,8 @@ def save_pretrained(
             license=license,
             description=description,
             cam_method=metrics.get('cam_method'),
+            dataset_terms=(data_info.terms or None) if data_info is not None else None,
+            dataset_url=data_info.url if data_info is not None else None,
         )
         (built / README_NAME).write_text(card, encoding='utf-8')
         os.chmod(built, 0o755)  # mkdtemp makes it 0700

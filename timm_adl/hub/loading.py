@@ -31,19 +31,24 @@ from .checkpoints import (
     corrupt_message,
     not_published_message,
 )
+from .loaded import LoadedModel
 from .weights import read_weights
 
-__all__ = ['LoadedModel', 'load', 'verify_weights']
-
-_SHA256 = re.compile(r'^[0-9a-f]{64}$')
-_GIT_SHA1 = re.compile(r'^[0-9a-f]{40}$')
+__all__ = ['LoadedModel', 'PretrainedFolder', 'load', 'open_pretrained', 'verify_weights']
 
 
-class LoadedModel(NamedTuple):
-    """What ``load`` returns; unpacks as ``model, label_names = timm_adl.load(...)``."""
+class PretrainedFolder(NamedTuple):
+    """A save_pretrained folder (local or from the Hub) opened and checked: the model, its label names, and
+    the config.json it was built from (for the loader to report where each setting came from)."""
 
     model: nn.Module
     label_names: list[str] | None
+    config_file: str
+    config: dict[str, Any]
+
+
+_SHA256 = re.compile(r'^[0-9a-f]{64}$')
+_GIT_SHA1 = re.compile(r'^[0-9a-f]{40}$')
 
 
 def _file_hash_matches(path: Path) -> bool | None:
@@ -167,7 +172,7 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: Any)
         ) from err
 
 
-def _load_local(folder: Path, **kwargs: Any) -> LoadedModel:
+def _load_local(folder: Path, **kwargs: Any) -> PretrainedFolder:
     config_path, weights = folder / 'config.json', folder / WEIGHTS_NAME
     for path in (config_path, weights):
         if not path.is_file():
@@ -178,17 +183,17 @@ def _load_local(folder: Path, **kwargs: Any) -> LoadedModel:
     verify_weights(weights)
     model = create_model(f'local-dir:{folder}', pretrained=True, **kwargs)
     _check_points(model, config, str(folder), kwargs)
-    return LoadedModel(model.eval(), _checked_labels(model, str(folder)))
+    return PretrainedFolder(model.eval(), _checked_labels(model, str(folder)), str(config_path), config)
 
 
-def load(
+def open_pretrained(
     repo_id: str | os.PathLike,
     revision: str | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
     **kwargs: Any,
-) -> LoadedModel:
-    """Load a checkpoint pushed by ``push_to_hub`` / ``timm-adl push``: ``(model, label_names)``, model in eval mode.
+) -> PretrainedFolder:
+    """The model of a checkpoint pushed by ``push_to_hub`` / ``timm-adl push``, with its config.json.
 
     Args:
         repo_id: ``'ORG/NAME'`` on the Hub (``'hf-hub:ORG/NAME'`` and ``'ORG/NAME@rev'`` accepted), or a local
@@ -199,7 +204,9 @@ def load(
 
     The same as ``timm.create_model('hf-hub:ORG/NAME@rev', pretrained=True)``, plus checks first: the weights
     are safetensors, whole (hash) and parseable, the architecture is registered, and the rebuilt model has ADL
-    where config.json says. Raises ``FileNotFoundError`` (``CheckpointNotPublishedError`` for an unpublished
+    where config.json says. Input settings and their provenance are added by ``timm_adl.hub.load_model``, the one
+    loader every route goes through (``load`` is it, restricted to Hub ids and save_pretrained folders).
+    Raises ``FileNotFoundError`` (``CheckpointNotPublishedError`` for an unpublished
     paper checkpoint) when files cannot be had, ``CorruptCheckpointError`` for bad weights.
     """
     name = os.fspath(repo_id)
@@ -232,4 +239,31 @@ def load(
         **kwargs,
     )
     _check_points(model, config, where, kwargs)
-    return LoadedModel(model.eval(), _checked_labels(model, where))
+    return PretrainedFolder(model.eval(), _checked_labels(model, where), str(config_path), config)
+
+
+def load(
+    repo_id: str | os.PathLike,
+    revision: str | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> LoadedModel:
+    """Load a checkpoint pushed by ``push_to_hub`` / ``timm-adl push``; model in eval mode.
+
+    Unpacks as ``model, label_names = timm_adl.load(...)``; the result also carries the input settings
+    (``input_size``, ``mean``, ``std``, ...) and where each came from (``sources``). ``load_model`` is the
+    same loader for run folders and weights files too.
+
+    Args:
+        repo_id: ``'ORG/NAME'`` on the Hub (``'hf-hub:ORG/NAME'`` and ``'ORG/NAME@rev'`` accepted), or a local
+            folder written by ``save_pretrained``.
+        revision: branch, tag or commit to pin; all files come from that one commit.
+        cache_dir: Hugging Face cache to use instead of the default (``HF_HUB_CACHE``).
+        kwargs: passed to ``timm.create_model`` (e.g. ``num_classes`` for a new head).
+    """
+    from .loader import load_model
+
+    return load_model(
+        repo_id, revision=revision, cache_dir=cache_dir, model_kwargs=kwargs, pretrained_only=True
+    )

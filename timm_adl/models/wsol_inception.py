@@ -19,7 +19,7 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models.inception_v3 import InceptionA, InceptionB, InceptionC
 from torch import nn
 
-from ..hub.checkpoints import explain_hub_errors, wsol_pretrained_cfgs
+from ._checkpoints import explain_hub_errors, wsol_pretrained_cfgs
 from ._wsol_common import AdlAfter, base_cfg, build_wsol_model, shared_weights_filter
 
 __all__ = ['InceptionV3Wsol']

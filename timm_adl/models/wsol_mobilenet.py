@@ -10,7 +10,7 @@ from typing import Any
 
 from timm.models import EfficientNet, generate_default_cfgs, model_entrypoint, register_model
 
-from ..hub.checkpoints import explain_hub_errors, wsol_pretrained_cfgs
+from ._checkpoints import explain_hub_errors, wsol_pretrained_cfgs
 from ._wsol_common import AdlAfter, base_cfg, build_wsol_model, set_feature_reduction, set_stride_one
 
 __all__: list[str] = []

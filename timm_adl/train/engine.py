@@ -26,7 +26,6 @@ from .checkpoint import (
     data_config_metadata,
     latest_resume_point,
     load_resume_point,
-    load_weights,
     save_resume_point,
     save_weights,
 )
@@ -43,6 +42,7 @@ from .distributed import (
 from .lock import lock_output_dir
 from .optim import build_optimizer, head_param_names, lr_factor, set_lr
 from .preflight import preflight, resolve_device
+from .run_layout import RunLayout
 
 __all__ = ['run_training', 'train_mean_std']
 
@@ -60,19 +60,12 @@ def _log(info: DistInfo, *args: Any) -> None:
 # model and data
 
 
-def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
 def _load_initial_checkpoint(model: nn.Module, path: str, info: DistInfo) -> set[str]:
-    """Load every tensor of ``path`` whose key and shape match; return the parameters it did not supply."""
-    source = _strip_prefixes(load_weights(path))
+    """Load every tensor of ``path`` (a weights file or a run folder's best weights) whose key and shape
+    match; return the parameters it did not supply. Read by the model loader's ``read_checkpoint``."""
+    from ..hub.loader import read_checkpoint
+
+    source, _ = read_checkpoint(path)
     own = model.state_dict()
     keep = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     if not keep:
@@ -320,14 +313,15 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     from ..data import wsol_collate
 
     out = Path(cfg.output_dir)
-    resume_dir = out / 'resume'
+    run = RunLayout(out)
+    resume_dir = run.resume
     point = latest_resume_point(resume_dir)
     if point is not None and not resume:
         raise ConfigError(
             f'output_dir {out} already holds a run: pass --resume to continue it, or choose another output_dir'
         )
     if point is not None:
-        _check_resume_config(cfg, out / 'config.yaml')
+        _check_resume_config(cfg, run.config)
     if info.enabled and info.world_size > 1 and cfg.batch_size % info.world_size:
         raise ConfigError(f'batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes')
     use_cuda = device.type == 'cuda'
@@ -416,7 +410,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         _log(info, f'resumed {out} at epoch {state["epoch"]} step {state["step_in_epoch"]}/{steps_per_epoch}')
     elif info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / 'config.yaml')
+        save_config(cfg, run.config)
 
     train_model: nn.Module = model
     if info.enabled:
@@ -437,13 +431,13 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
             }
             save_resume_point(resume_dir, state['step'], model.state_dict(), payload, data_meta)
             if epoch_done:
-                atomic_copy(resume_dir / f'weights-{state["step"]:09d}.safetensors', out / 'last.safetensors')
+                atomic_copy(resume_dir / f'weights-{state["step"]:09d}.safetensors', run.last)
         if info.enabled:
             dist.barrier()
 
     def write_log() -> None:
         text = ''.join(json.dumps(h) + '\n' for h in state['history'])
-        atomic_write_bytes(out / 'log.jsonl', text.encode())
+        atomic_write_bytes(run.log, text.encode())
 
     select = cfg.select_metric
     while state['epoch'] < cfg.epochs:
@@ -526,9 +520,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
                         'epoch': epoch + 1,
                         'metrics': {k: record[k] for k in METRIC_KEYS if k in record},
                     }
-                    save_weights(
-                        model.state_dict(), out / 'best.safetensors', {**data_meta, 'epoch': str(epoch + 1)}
-                    )
+                    save_weights(model.state_dict(), run.best, {**data_meta, 'epoch': str(epoch + 1)})
         state['history'].append(record)
         state['epoch'] += 1
         state['step_in_epoch'] = 0
@@ -545,7 +537,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
 
     best = state['best']
     if info.is_main and best is None:  # no validation: the last weights are the selected ones
-        atomic_copy(out / 'last.safetensors', out / 'best.safetensors')
+        atomic_copy(run.last, run.best)
     validated = [h for h in state['history'] if select in h]
     result = {
         'final': {k: validated[-1][k] for k in METRIC_KEYS if k in validated[-1]} if validated else {},
@@ -553,10 +545,10 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         'best_epoch': best['epoch'] if best else cfg.epochs,
         'select_metric': select,
         'cam_method': cfg.cam_method,
-        'checkpoints': {'best': str(out / 'best.safetensors'), 'last': str(out / 'last.safetensors')},
+        'checkpoints': {'best': str(run.best), 'last': str(run.last)},
         'output_dir': str(out),
-        'config': str(out / 'config.yaml'),
-        'log': str(out / 'log.jsonl'),
+        'config': str(run.config),
+        'log': str(run.log),
         'epochs': cfg.epochs,
         'steps': state['step'],
         'train_seconds': state['train_seconds'],
@@ -564,7 +556,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
         'world_size': info.world_size,
     }
     if info.is_main:
-        atomic_write_bytes(out / 'summary.json', (json.dumps(result, indent=2) + '\n').encode())
+        atomic_write_bytes(run.summary, (json.dumps(result, indent=2) + '\n').encode())
         _log(info, _summary_table(state['history'], select, best['epoch'] if best else None))
     if info.enabled:  # rank 0 kept the history and wrote the summary: every rank returns its result
         shared = [result]
