@@ -19,7 +19,15 @@ from torchvision.models.feature_extraction import NodePathTracer
 
 from .adl import ADL
 
-__all__ = ['TraceFailure', 'Tracer', 'children_are_chain', 'graph_module', 'trace', 'trace_locally']
+__all__ = [
+    'TraceFailure',
+    'Tracer',
+    'children_are_chain',
+    'children_called_apart',
+    'graph_module',
+    'trace',
+    'trace_locally',
+]
 
 
 class TraceFailure(RuntimeError):
@@ -45,12 +53,18 @@ class Tracer(NodePathTracer):
         self.failed_in: str | None = None
         self.opaque: list[str] = []  # submodules kept whole because FX could not trace them
         self.tuple_outputs: set[str] = set()  # modules whose forward returns a tuple or list
+        self.called: set[str] = set()  # every module path called during the trace
+        self.called_with_extra_args: set[str] = set()  # ... with more than the one input (attn_mask=, rope=)
 
     def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
         return module_qualname in self.leaf_paths or super().is_leaf_module(m, module_qualname)
 
     def call_module(self, m, forward, args, kwargs):
         try:
+            path = self.path_of_module(m)
+            self.called.add(path)
+            if len(args) != 1 or kwargs:
+                self.called_with_extra_args.add(path)
             out = super().call_module(m, forward, args, kwargs)
             if isinstance(out, (tuple, list)):  # (x, size) blocks: no single tensor to put a layer after
                 self.tuple_outputs.add(self.path_of_module(m))
@@ -128,6 +142,19 @@ def trace_locally(module: nn.Module) -> tuple[fx.Graph, Tracer]:
 
 def _graph_signature(graph: fx.Graph) -> list[tuple]:
     return [(n.op, str(n.target), str(n.args), str(n.kwargs)) for n in graph.nodes]
+
+
+def children_called_apart(path: str, called: set[str], called_with_extra_args: set[str]) -> bool:
+    """True when the traced model never calls the module at ``path`` as a whole but calls its children one
+    by one with more than the running tensor (NaFlexViT: ``for blk in self.blocks: x = blk(x, attn_mask=m)``).
+
+    Such an ``nn.Sequential`` is not a chain: a child spliced into it would be called with those arguments.
+    """
+    if not path or path in called:
+        return False
+    prefix = f'{path}.'
+    children = {p for p in called_with_extra_args if p.startswith(prefix) and '.' not in p[len(prefix) :]}
+    return bool(children)
 
 
 def children_are_chain(module: nn.Module) -> bool:

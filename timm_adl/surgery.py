@@ -5,7 +5,9 @@ Every point is resolved on a torch.fx trace of the model (see ``points``), then 
 with the least invasive edit that keeps every parameter and buffer under its original key, in order:
 
 1. the module's parent is a chain container (``nn.Sequential``, or a module whose forward iterates its
-   children): splice the ADL into the parent's ``_modules`` right after it, as ``<name>_adl``;
+   children): splice the ADL into the parent's ``_modules`` right after it, as ``<name>_adl``. A
+   ``Sequential`` whose children the model calls one by one with extra arguments, never the whole
+   (NaFlexViT's ``blk(x, attn_mask=...)``), is no chain: the trace says so;
 2. the module is itself a chain container: append the ADL to it as ``adl``;
 3. the module is stateless (pooling, activation): replace it with ``Sequential(module, ADL)``;
 4. the module's forward returns one of its own children's output: apply these rules to that child
@@ -111,7 +113,7 @@ def insert(
     for (kind, name), request in resolved.items():
         made = _make_layer(points.point(kind, name), request, new)
         if kind == 'module':
-            _after_module(new, name, made)
+            _after_module(new, name, made, points.called_apart)
         else:
             node = points.by_qualname[name]
             owner = _parent(node.target) if node.op == 'call_module' else points.owner[node]
@@ -290,25 +292,35 @@ def _splice_after(parent: nn.Module, name: str, new_name: str, adl: nn.Module) -
     parent._modules.update(items)
 
 
-def _after_module(root: nn.Module, path: str, adl: nn.Module) -> None:
+def _never_apart(path: str) -> bool:
+    return False
+
+
+def _after_module(
+    root: nn.Module, path: str, adl: nn.Module, called_apart: Callable[[str], bool] = _never_apart
+) -> None:
+    """``called_apart(path)``: the model calls that module's children one by one with extra arguments (from
+    the trace), so it is no chain even if it is an ``nn.Sequential``."""
     parent_path, _, name = path.rpartition('.')
     parent = root.get_submodule(parent_path)
     module = parent._modules[name]
     adl.train(module.training)
     child = _child_name(adl)
-    if children_are_chain(parent):
+    if children_are_chain(parent) and not called_apart(parent_path):
         _splice_after(parent, name, f'{name}_{child}', adl)
-    elif children_are_chain(module):
+    elif children_are_chain(module) and not called_apart(path):
         _splice_after(module, list(module._modules)[-1], child, adl)
     elif _stateless(module):
         wrapper = nn.Sequential(OrderedDict([('0', module), (child, adl)]))
         wrapper.inserted_wrapper = True  # ``remove`` puts ``module`` back in its place
         parent._modules[name] = wrapper
-    elif not _descend(root, path, module, adl):
+    elif not _descend(root, path, module, adl, called_apart):
         _subclass_with_adl(module, adl)
 
 
-def _descend(root: nn.Module, path: str, module: nn.Module, adl: nn.Module) -> bool:
+def _descend(
+    root: nn.Module, path: str, module: nn.Module, adl: nn.Module, called_apart: Callable[[str], bool]
+) -> bool:
     """If ``module``'s forward returns a child's output unchanged (in train and eval mode alike), place the
     ADL after that child instead: the edit stays inside a smaller, usually stateless, module."""
     targets = set()
@@ -330,7 +342,7 @@ def _descend(root: nn.Module, path: str, module: nn.Module, adl: nn.Module) -> b
         module.train(was_training)
     if len(targets) != 1:
         return False
-    _after_module(root, f'{path}.{targets.pop()}', adl)
+    _after_module(root, f'{path}.{targets.pop()}', adl, called_apart)
     return True
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
-from .._fx import TraceFailure, Tracer, children_are_chain, trace
+from .._fx import TraceFailure, Tracer, children_are_chain, children_called_apart, trace
 from ..adl import ADL
 from ._paths import match_path as _match_path
 from ._paths import parent as _parent
@@ -108,6 +108,8 @@ class ModelPoints(AliasRules):
         self.modules = dict(model.named_modules())
         self.opaque = list(tracer.opaque)
         self.tuple_outputs = set(tracer.tuple_outputs)
+        self.called = set(tracer.called)
+        self.called_with_extra_args = set(tracer.called_with_extra_args)
         self._chain: dict[str, bool] = {}
         self._levels()
         self._cuts()
@@ -175,8 +177,12 @@ class ModelPoints(AliasRules):
 
     def is_chain(self, path: str) -> bool:
         if path not in self._chain:
-            self._chain[path] = children_are_chain(self.modules[path])
+            self._chain[path] = children_are_chain(self.modules[path]) and not self.called_apart(path)
         return self._chain[path]
+
+    def called_apart(self, path: str) -> bool:
+        """The model calls this module's children one by one with extra arguments, never the module."""
+        return children_called_apart(path, self.called, self.called_with_extra_args)
 
     # -- listing ------------------------------------------------------------------------------------
     def candidates(self) -> list[InsertionPoint]:
@@ -228,7 +234,9 @@ class ModelPoints(AliasRules):
         innermost: dict[fx.Node, str] = {}
         for path, module in self.modules.items():
             out = self.output_node(path) if path else None
-            if out is None or out not in self.cut or self.grid.get(out, ('NCHW',))[0] == 'NCHW':
+            if out is None or self.grid.get(out, ('NCHW',))[0] == 'NCHW':
+                continue
+            if out not in self.cut and not self._branch_child(path):
                 continue
             if path in self.tuple_outputs:
                 continue
@@ -236,12 +244,24 @@ class ModelPoints(AliasRules):
                 path, out
             ):
                 continue  # a ModuleList is never called: its "output" is its last item's
-            in_list = isinstance(self.modules.get(_parent(path)), nn.ModuleList)  # blocks called in a loop
+            parent = _parent(
+                path
+            )  # blocks called in a loop: from a ModuleList, or apart from their Sequential
+            in_list = isinstance(self.modules.get(parent), nn.ModuleList) or self.called_apart(parent)
             boundary = '.' not in path or in_list or self.is_chain(_parent(path))
             if boundary and len(path) > len(innermost.get(out, '')):
                 innermost[out] = path
         self._token_rows = [(innermost[out], out) for out in sorted(innermost, key=self.index.__getitem__)]
         return self._token_rows
+
+    def _branch_child(self, path: str) -> bool:
+        """A child of a chain that is one of parallel branches (a ``ModuleList`` of chains, CrossViT's token
+        branches at two patch sizes): its output is a block boundary of its branch, though no cut of the
+        whole graph (the other branch runs beside it)."""
+        parent = _parent(path)
+        if not parent or not isinstance(self.modules.get(_parent(parent)), nn.ModuleList):
+            return False
+        return self.is_chain(parent)
 
     def point(self, kind: str, name: str) -> InsertionPoint:
         """The ``InsertionPoint`` of a resolved name; shape and layout unknown inside a timm leaf module."""

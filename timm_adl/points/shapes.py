@@ -77,7 +77,21 @@ def propagate_twice(gm: fx.GraphModule, input_size: tuple[int, ...], meta: bool)
         raise RuntimeError(
             f'running {type(gm).__name__} on a (1, {c}, {h}, {w}) input failed: {type(err).__name__}: {err}'
         ) from err
+    if doubled is not None and _only_input_grew(gm, doubled):
+        doubled = None  # the model resizes its input first (CrossViT): the second probe says nothing
     return doubled
+
+
+def _only_input_grew(gm: fx.GraphModule, doubled: dict) -> bool:
+    """True when no node but the inputs changed shape at twice the size."""
+    for n in gm.graph.nodes:
+        if (
+            n.op != 'placeholder'
+            and is_tensor_meta(n)
+            and doubled.get(n) != tuple(n.meta['tensor_meta'].shape)
+        ):
+            return False
+    return True
 
 
 class _MetaShapeProp(ShapeProp):
