@@ -23,8 +23,10 @@ __all__: list[str] = []
 _ADL_AFTER = ('blocks.3.0', 'blocks.4.0', 'blocks.4.1')
 
 
-# feature_info names the stages inside `blocks` (blocks.3, ...): features_only must look inside it.
-_FEATURE_CFG = dict(flatten_sequential=True)
+# feature_info names the stages inside `blocks` (blocks.3, ...): features_only must look inside it. A fresh
+# dict per call: timm's builder writes out_indices / feature_cls into the one it is given.
+def _feature_cfg() -> dict[str, Any]:
+    return dict(flatten_sequential=True)
 
 
 def _mobilenetv1_s16(**kwargs: Any) -> EfficientNet:
@@ -59,7 +61,7 @@ default_cfgs = generate_default_cfgs(
 def mobilenetv1_wsol(pretrained: bool = False, **kwargs: Any) -> EfficientNet:
     """MobileNetV1 (timm ``mobilenetv1_100``) with its last strided conv at stride 1."""
     return build_wsol_model(
-        _mobilenetv1_s16, 'mobilenetv1_wsol', pretrained, feature_cfg=_FEATURE_CFG, **kwargs
+        _mobilenetv1_s16, 'mobilenetv1_wsol', pretrained, feature_cfg=_feature_cfg(), **kwargs
     )
 
 
@@ -77,7 +79,7 @@ def mobilenetv1_adl(
         _mobilenetv1_s16,
         'mobilenetv1_adl',
         pretrained,
-        feature_cfg=_FEATURE_CFG,
+        feature_cfg=_feature_cfg(),
         adl_after=adl_after,
         adl_default_after=_ADL_AFTER,
         adl_gamma=adl_gamma,
