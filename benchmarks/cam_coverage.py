@@ -20,10 +20,10 @@ import multiprocessing as mp
 import signal
 import sys
 import time
-import warnings
 
 import timm
 import torch
+from _families import fewest_params, randomise_zero_classifiers
 from tqdm import tqdm
 
 import timm_adl  # noqa: F401  (registers timm_adl's models; only timm's own modules are checked)
@@ -45,32 +45,17 @@ def smallest_architecture(module: str) -> str:
     names = timm.list_models(module=module)
     tests = [n for n in names if n.startswith('test_')]
     names = tests or [n for n in names if not any(b in n for b in _BIG)] or names
-    best = None
-    for name in names:
-        try:
-            with torch.device('meta'), warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                count = sum(p.numel() for p in timm.create_model(name).parameters())
-        except Exception:
-            continue
-        if best is None or count < best[0]:
-            best = (count, name)
+    best = fewest_params(names)
     if best is None:
         raise RuntimeError('no architecture of this module builds on the meta device')
-    return best[1]
+    return best
 
 
 def build(name: str) -> tuple[torch.nn.Module, int]:
     """The model with random weights and its input size: SMALL px where it runs there, else its own."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10).eval()
-    with (
-        torch.no_grad()
-    ):  # some families zero-initialise the classifier (Hiera): constant maps, as training would not leave it
-        for module in model.modules():
-            weight = getattr(module, 'weight', None)
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not weight.any():
-                torch.nn.init.normal_(weight, std=0.02)
+    randomise_zero_classifiers(model)  # e.g. Hiera's zero head: constant maps, as training would not leave it
     size = _input_size(model)
     calibrate_batchnorm(model, size)
     return model, size

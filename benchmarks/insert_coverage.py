@@ -25,11 +25,11 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import timm
 import torch
+from _families import fewest_params, randomise_zero_classifiers
 from timm.layers import get_graph_node_names
 from tqdm import tqdm
 
@@ -55,22 +55,11 @@ def smallest_architecture(module: str, cache: dict[str, str]) -> str:
     names = timm.list_models(module=module)
     if cache.get(module) in names:
         return cache[module]
-    best = None
-    for name in names:
-        try:
-            with torch.device('meta'), warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                count = sum(p.numel() for p in timm.create_model(name).parameters())
-        except TimeoutError:  # the per-family alarm: not a broken architecture
-            raise
-        except Exception:
-            continue
-        if best is None or count < best[0]:
-            best = (count, name)
+    best = fewest_params(names)
     if best is None:
         raise RuntimeError('no architecture of this module builds on the meta device')
-    cache[module] = best[1]
-    return best[1]
+    cache[module] = best
+    return best
 
 
 def load_cache(refresh: bool) -> dict[str, str]:
@@ -98,19 +87,6 @@ def probe_input(model: torch.nn.Module, size: tuple[int, ...]) -> tuple[int, ...
     except Exception:
         return size
     return small
-
-
-def randomise_zero_classifiers(model: torch.nn.Module) -> None:
-    """Give all-zero Linear / Conv2d weights random values.
-
-    timm zero-initialises some classifiers (Hiera, MLP-Mixer, Sequencer): with random init the output is
-    then the bias whatever the features are, so "train output changed" could not see ADL. A trained model
-    never has an all-zero classifier.
-    """
-    for module in model.modules():
-        weight = getattr(module, 'weight', None)
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and weight is not None and not weight.any():
-            torch.nn.init.normal_(weight, std=0.02)
 
 
 class NotApplicable(Exception):
