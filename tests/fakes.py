@@ -218,3 +218,23 @@ def box_outline(box, width: int = 2) -> set[tuple[int, int]]:
         for y in range(y0, y1 + 1):
             pts |= {(y, x0 + t), (y, x1 - t)}
     return pts
+
+
+# A resnet10t small enough for CPU training tests: every trainer test builds its recipe from this.
+TINY_MODEL = dict(model='resnet10t', model_kwargs=dict(channels=[8, 16, 32, 64], stem_width=8))
+
+
+def tiny_recipe(root: str | os.PathLike, out: str | os.PathLike, **over) -> dict:
+    """A 2-epoch, 32-px training recipe of ``TINY_MODEL`` on a fake wsol-metadata tree; ``over`` replaces keys."""
+    recipe = dict(
+        **TINY_MODEL,
+        data=dict(name='wsol-metadata', root=str(root)),
+        img_size=32,
+        batch_size=4,
+        epochs=2,
+        num_workers=0,
+        optim=dict(lr=0.05),
+        output_dir=str(out),
+    )
+    recipe.update(over)
+    return recipe

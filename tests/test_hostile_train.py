@@ -15,16 +15,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import fakes
 import pytest
 import torch
-from fakes import make_fake_wsol_metadata
+from fakes import TINY_MODEL, make_fake_wsol_metadata
 from safetensors.torch import load_file
 
 from timm_adl.cli import main
 from timm_adl.train import ConfigError, load_config, run_training
 from timm_adl.train.checkpoint import save_resume_point
 
-TINY_MODEL = dict(model='resnet10t', model_kwargs=dict(channels=[8, 16, 32, 64], stem_width=8))
 LOCK_NAME = '.timm-adl.lock'
 
 
@@ -36,18 +36,8 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def tiny_recipe(root: Path, out: Path, **over) -> dict:
-    recipe = dict(
-        **TINY_MODEL,
-        data=dict(name='wsol-metadata', root=str(root)),
-        img_size=32,
-        batch_size=2,
-        epochs=2,
-        num_workers=0,
-        optim=dict(lr=0.05),
-        output_dir=str(out),
-    )
-    recipe.update(over)
-    return recipe
+    """The shared tiny recipe at batch 2: this module's tree has 4 images per split."""
+    return fakes.tiny_recipe(root, out, **{'batch_size': 2, **over})
 
 
 def write_recipe(tmp_path: Path, recipe: dict) -> Path:

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from fakes import make_fake_wsol_metadata
+from fakes import TINY_MODEL, make_fake_wsol_metadata, tiny_recipe
 from safetensors.torch import load_file
 
 from timm_adl.train import load_config, run_training
 from timm_adl.train.checkpoint import latest_resume_point, load_state
 
 # Tiny timm model: 80 k parameters, 32 px input, a 2x2 last map; a handful of images.
-TINY_MODEL = dict(model='resnet10t', model_kwargs=dict(channels=[8, 16, 32, 64], stem_width=8))
 TIMING_KEYS = ('img_per_s', 'epoch_seconds')
 
 
@@ -91,21 +90,6 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('wsol')
     make_fake_wsol_metadata(root, n_classes=2, per_class=4)  # 8 images per split
     return root
-
-
-def tiny_recipe(root: Path, out: Path, **over) -> dict:
-    recipe = dict(
-        **TINY_MODEL,
-        data=dict(name='wsol-metadata', root=str(root)),
-        img_size=32,
-        batch_size=4,
-        epochs=2,
-        num_workers=0,
-        optim=dict(lr=0.05),
-        output_dir=str(out),
-    )
-    recipe.update(over)
-    return recipe
 
 
 def _torchrun(tmp_path: Path, recipe: dict, nproc: int) -> subprocess.Popen:

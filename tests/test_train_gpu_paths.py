@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakes import make_fake_wsol_metadata
+from fakes import make_fake_wsol_metadata, tiny_recipe
 
 import timm_adl.train.engine as engine
 from timm_adl.train import ConfigError, load_config, run_training
-
-TINY_MODEL = dict(model='resnet10t', model_kwargs=dict(channels=[8, 16, 32, 64], stem_width=8))
 
 
 @pytest.fixture(scope='module')
@@ -28,19 +26,8 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def _recipe(root: Path, out: Path, **over) -> dict:
-    recipe = dict(
-        **TINY_MODEL,
-        data=dict(name='wsol-metadata', root=str(root)),
-        img_size=32,
-        batch_size=4,
-        epochs=1,
-        num_workers=0,
-        optim=dict(lr=0.05),
-        output_dir=str(out),
-        select_metric='top1_clas',
-    )
-    recipe.update(over)
-    return recipe
+    """The shared tiny recipe for one epoch, selected on top1_clas."""
+    return tiny_recipe(root, out, **{'epochs': 1, 'select_metric': 'top1_clas', **over})
 
 
 def _train_spying(monkeypatch, recipe: dict) -> tuple[dict, list[dict]]:
