@@ -25,10 +25,10 @@ __all__ = ['EvalBatch', 'cam_methods', 'check_cam_method', 'evaluate', 'evaluate
 
 
 def cam_methods() -> tuple[str, ...]:
-    """The CAM methods ``compute_cams`` offers (``timm_adl.cam.CAM_METHODS``; plain CAM before it)."""
-    from . import cam
+    """The CAM methods ``compute_cams`` offers (``timm_adl.cam.CAM_METHODS``)."""
+    from .cam import CAM_METHODS
 
-    return tuple(getattr(cam, 'CAM_METHODS', ('cam',)))
+    return CAM_METHODS
 
 
 def check_cam_method(method: str) -> str:
@@ -144,13 +144,6 @@ def _sum_over_ranks(loader: Iterable, all_reduce: bool | None) -> bool:
     return isinstance(getattr(loader, 'sampler', None), ShardSampler)
 
 
-def _accepts_method(compute_cams: Callable) -> bool:
-    """Whether ``compute_cams`` takes ``method=`` (every version that offers more than plain CAM does)."""
-    import inspect
-
-    return 'method' in inspect.signature(compute_cams).parameters
-
-
 def _named(err: ValueError, start: int, image_ids: Sequence[str] | None) -> ValueError:
     """``err`` naming the image (its id where the loader's order is known, else its place in the loader)."""
     if not isinstance(err, ImageError):
@@ -233,8 +226,6 @@ def evaluate(
         iou_thresholds=iou_thresholds,
         gt_box_mode=gt_box_mode,
     )
-    # before timm_adl.cam offered several methods compute_cams had no method= (plain CAM only)
-    method_kw = {'method': cam_method} if _accepts_method(compute_cams) else {}
     ids = _image_ids(loader)
     was_training = model.training
     model.eval()
@@ -246,7 +237,7 @@ def evaluate(
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = batch[1].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                res = compute_cams(model, images, labels, align=align, **method_kw)
+                res = compute_cams(model, images, labels, align=align, method=cam_method)
             cams = res.cams_gt.float().cpu()
             try:
                 evs.update(batch, cams, res)
