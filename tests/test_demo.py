@@ -78,7 +78,8 @@ def test_tiny_demo_writes_results_and_figure(tmp_path, capsys):
         picture = np.asarray(im.convert('RGB'))
     tile, n_rows = 288, 8  # the 96 px images drawn 3x; image, then heatmap and boxes per model
     assert picture.shape[1] == 5 * tile + 4 * 4 and picture.shape[0] > n_rows * tile
-    legend = picture[-80:]  # the legend strip at the bottom: red = ground truth, green = estimate
+    top = int(np.argmax((picture[:, 0] != 255).any(-1)))  # first image row, under the column titles
+    legend = picture[top + n_rows * tile + (n_rows - 1) * 4 :]  # below: red = ground truth, green = estimate
     assert has_swatch(legend, GT_COLOR) and has_swatch(legend, PRED_COLOR)
     diag = json.loads((out / 'diagnostics.json').read_text())
     assert {d['method'] for d in diag} == {'cam', 'adl'} and 'top1_drop_always' in diag[1]
