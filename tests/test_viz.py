@@ -173,7 +173,7 @@ def test_cam_panel_is_upscaled_titled_captioned_and_has_a_legend():
 def test_legend_swatches_scale_and_notes():
     strip = np.asarray(legend(500, font_size=16))
     assert strip.shape[1] == 500
-    assert has_swatch(strip, GT_COLOR, 12) and has_swatch(strip, PRED_COLOR, 12)
+    assert has_swatch(strip, GT_COLOR) and has_swatch(strip, PRED_COLOR)
     ramp = jet(np.linspace(0, 1, 50))
     assert any((strip == c).all(-1).any() for c in ramp[1:-1])  # the CAM colour scale
     noted = legend(500, ['CAM: best MaxBoxAcc threshold 0.23; ADL: 0.41; maps: cam'], font_size=16)
