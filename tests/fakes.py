@@ -220,6 +220,14 @@ def box_outline(box, width: int = 2) -> set[tuple[int, int]]:
     return pts
 
 
+def has_swatch(picture: np.ndarray, color: tuple[int, int, int], side: int = 8) -> bool:
+    """Whether ``picture`` holds a solid ``side`` x ``side`` square of ``color``: a legend swatch (a box
+    outline is at most a few px wide, so it never makes one)."""
+    hit = np.pad((picture == color).all(-1).astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    area = hit[side:, side:] - hit[:-side, side:] - hit[side:, :-side] + hit[:-side, :-side]
+    return bool((area == side * side).any())
+
+
 # A resnet10t small enough for CPU training tests: every trainer test builds its recipe from this.
 TINY_MODEL = dict(model='resnet10t', model_kwargs=dict(channels=[8, 16, 32, 64], stem_width=8))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from fakes import box_outline, make_fake_wsol_metadata, write_image
+from fakes import box_outline, has_swatch, make_fake_wsol_metadata, write_image
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -52,6 +52,7 @@ def test_cam_command_writes_overlay_with_box(tmp_path, ckpt, capsys):
             out,
             '--img-size',
             96,
+            '--overlay',  # the bare overlay at the photo's size (the default is the captioned panel)
         ],
         capsys,
     )
@@ -77,6 +78,32 @@ def test_cam_command_writes_overlay_with_box(tmp_path, ckpt, capsys):
         assert im.size == (3 * 90 + 2 * PAD, 70)
         third = np.asarray(im.convert('RGB'))[:, 2 * (90 + PAD) :]
     assert all(tuple(third[y, x]) == PRED_COLOR for y, x in box_outline(box))
+
+
+def test_cam_command_writes_a_readable_panel(tmp_path, ckpt, capsys):
+    """Issue 14: a 96 px image gives the Figure-3 panel drawn 3x, captioned, with the legend."""
+    photo = tmp_path / 'synth.png'
+    write_image(photo, (96, 96), seed=5)
+    out = tmp_path / 'panel.png'
+    argv = ['cam', '--model', 'test_resnet', '--checkpoint', ckpt, '--image', photo, '--out', out]
+    code, text, err = _run([*argv, '--img-size', 96], capsys)
+    assert code == 0, err
+    box = [int(v) for v in re.search(r'box (\d+) (\d+) (\d+) (\d+)', text).groups()]
+    with Image.open(out) as im:
+        arr = np.asarray(im.convert('RGB'))
+    tile = 288
+    assert arr.shape[1] == 3 * tile + 2 * PAD and arr.shape[0] > tile  # 3 columns, titles, caption
+    with Image.open(photo) as im:
+        big = np.repeat(np.repeat(np.asarray(im.convert('RGB')), 3, 0), 3, 1)
+    top = next(t for t in range(80) if np.array_equal(arr[t : t + tile, :tile], big))
+    third = arr[top : top + tile, 2 * (tile + PAD) :]
+    big_box = (3 * box[0], 3 * box[1], 3 * box[2] + 2, 3 * box[3] + 2)
+    assert all(tuple(third[y, x]) == PRED_COLOR for y, x in box_outline(big_box, width=3))
+    below = arr[top + tile :]
+    assert (below < 100).all(-1).sum() > 100  # the caption and legend text
+    assert has_swatch(below, PRED_COLOR) and not has_swatch(below, GT_COLOR)  # no ground truth here
+    code, _, err = _run([*argv, '--panel-size', 0], capsys)
+    assert code == 2 and '--panel-size' in err
 
 
 def test_cam_command_errors_are_one_line(tmp_path, ckpt, capsys):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from fakes import has_swatch
+from PIL import Image
 
 from timm_adl.cli import main
 from timm_adl.commands.demo import RESULT_KEYS, format_table, recipe_dir
 from timm_adl.train import load_config
+from timm_adl.viz import GT_COLOR, PRED_COLOR
 
 PUBLIC_KEYS = {
     'seed',
@@ -70,6 +74,13 @@ def test_tiny_demo_writes_results_and_figure(tmp_path, capsys):
         assert row['train_seconds'] > 0
     png = (out / 'compare.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
+    with Image.open(out / 'compare.png') as im:
+        picture = np.asarray(im.convert('RGB'))
+    tile, n_rows = 288, 8  # the 96 px images drawn 3x; image, then heatmap and boxes per model
+    assert picture.shape[1] == 5 * tile + 4 * 4 and picture.shape[0] > n_rows * tile
+    top = int(np.argmax((picture[:, 0] != 255).any(-1)))  # first image row, under the column titles
+    legend = picture[top + n_rows * tile + (n_rows - 1) * 4 :]  # below: red = ground truth, green = estimate
+    assert has_swatch(legend, GT_COLOR) and has_swatch(legend, PRED_COLOR)
     diag = json.loads((out / 'diagnostics.json').read_text())
     assert {d['method'] for d in diag} == {'cam', 'adl'} and 'top1_drop_always' in diag[1]
     printed = capsys.readouterr().out
