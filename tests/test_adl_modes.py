@@ -188,3 +188,24 @@ def test_hub_round_trip_keeps_the_modes(make, tmp_path) -> None:
     a = model(x)
     torch.manual_seed(7)
     assert torch.equal(loaded(x), a)  # same weights, same ADL modes, same draw
+
+
+# -- training config ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ('recipe', 'expected_points'),
+    [
+        pytest.param({'model': 'resnet10t', 'adl': {'after': ['layer3', 'layer4']}}, 2, id='inserted'),
+        pytest.param({'model': 'mobilenetv1_adl', 'adl': {}}, 3, id='registered-adl-model'),
+    ],
+)
+def test_build_model_passes_the_modes_to_every_adl(recipe: dict, expected_points: int) -> None:
+    from timm_adl.train import load_config
+    from timm_adl.train.distributed import DistInfo
+    from timm_adl.train.engine import build_model
+
+    recipe = {**recipe, 'adl': {**recipe['adl'], 'use_importance': False}}
+    model, _ = build_model(load_config(recipe), 3, DistInfo())
+    layers = [m for m in model.modules() if isinstance(m, ADL)]
+    assert len(layers) == expected_points
+    assert all(m.use_drop and not m.use_importance for m in layers)
+    assert all(s.get('use_importance') is False for s in adl_points(model).values())
