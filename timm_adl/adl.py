@@ -23,7 +23,14 @@ LAYOUTS = ('NCHW', 'NHWC', 'NLC')
 _CHANNEL_DIM = {'NCHW': 1, 'NHWC': 3, 'NLC': 2}
 
 
-def _check_settings(drop_rate: float, gamma: float, layout: str = 'NCHW', num_prefix_tokens: int = 0) -> None:
+def _check_settings(
+    drop_rate: float,
+    gamma: float,
+    layout: str = 'NCHW',
+    num_prefix_tokens: int = 0,
+    use_drop: bool = True,
+    use_importance: bool = True,
+) -> None:
     if not 0.0 <= float(drop_rate) <= 1.0:
         raise ValueError(f'ADL drop_rate must be in [0, 1], got {drop_rate!r}')
     if not 0.0 < float(gamma) <= 1.0:
@@ -34,6 +41,8 @@ def _check_settings(drop_rate: float, gamma: float, layout: str = 'NCHW', num_pr
         raise ValueError(f'ADL num_prefix_tokens must be a non-negative int, got {num_prefix_tokens!r}')
     if num_prefix_tokens and layout != 'NLC':
         raise ValueError(f"ADL num_prefix_tokens needs layout='NLC', got layout={layout!r}")
+    if not use_drop and not use_importance:
+        raise ValueError('ADL needs use_drop or use_importance (or both) True, got both False')
 
 
 def adl_maps(x: torch.Tensor, gamma: float, channel_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,6 +77,11 @@ class ADL(nn.Module):
         layout: ``'NCHW'`` (the paper's), ``'NHWC'`` channels-last maps, or ``'NLC'`` tokens on a grid.
         num_prefix_tokens: with ``'NLC'``, leading class / register tokens: never dropped, passed unchanged,
             and left out of the attention peak.
+        use_drop: multiply by the drop mask when the draw picks the drop branch; ``False`` makes that
+            branch the identity (the paper's Table 1 "importance map only" row).
+        use_importance: multiply by the importance map when the draw picks the importance branch;
+            ``False`` makes that branch the identity (Table 1's "drop mask only" row). The draw itself is
+            the same in every mode, so switching a component off never shifts the random stream.
 
     One draw per forward per layer, for the whole batch, as both references do; the draw uses torch's
     generator of the input's device, so ``torch.manual_seed`` makes it reproducible.
@@ -80,14 +94,18 @@ class ADL(nn.Module):
         per_sample: bool = False,
         layout: str = 'NCHW',
         num_prefix_tokens: int = 0,
+        use_drop: bool = True,
+        use_importance: bool = True,
     ) -> None:
         super().__init__()
-        _check_settings(drop_rate, gamma, layout, num_prefix_tokens)
+        _check_settings(drop_rate, gamma, layout, num_prefix_tokens, use_drop, use_importance)
         self.drop_rate = float(drop_rate)
         self.gamma = float(gamma)
         self.per_sample = bool(per_sample)
         self.layout = str(layout)
         self.num_prefix_tokens = int(num_prefix_tokens)
+        self.use_drop = bool(use_drop)
+        self.use_importance = bool(use_importance)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = 3 if self.layout == 'NLC' else 4
@@ -113,8 +131,12 @@ class ADL(nn.Module):
             draw_shape = [x.shape[0]] + [1] * (x.dim() - 1)
         # floor(U[0, 1) + drop_rate) is 1 with probability drop_rate: the references' exact formula, so the
         # same uniform draw picks the same branch here as there.
-        use_drop = torch.floor(torch.rand(draw_shape, device=x.device) + self.drop_rate) > 0
-        return x * torch.where(use_drop, drop_mask, importance_map)
+        drop_drawn = torch.floor(torch.rand(draw_shape, device=x.device) + self.drop_rate) > 0
+        if not self.use_drop:  # Table 1 "importance map only": a drop draw leaves x as it is
+            drop_mask = torch.ones_like(drop_mask)
+        if not self.use_importance:  # Table 1 "drop mask only": an importance draw leaves x as it is
+            importance_map = torch.ones_like(importance_map)
+        return x * torch.where(drop_drawn, drop_mask, importance_map)
 
     def extra_repr(self) -> str:
         text = f'drop_rate={self.drop_rate}, gamma={self.gamma}'
@@ -124,4 +146,8 @@ class ADL(nn.Module):
             text += f', layout={self.layout!r}'
         if self.num_prefix_tokens:
             text += f', num_prefix_tokens={self.num_prefix_tokens}'
+        if not self.use_drop:
+            text += ', use_drop=False'
+        if not self.use_importance:
+            text += ', use_importance=False'
         return text

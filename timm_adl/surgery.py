@@ -47,8 +47,17 @@ from .points import InsertionPoint, _parent, analyse
 
 __all__ = ['InsertedLayer', 'adl_points', 'insert', 'inserted_points', 'remove']
 
-_ADL_KWARGS = ('drop_rate', 'gamma', 'per_sample')
-_ADL_DEFAULTS = {'drop_rate': 0.75, 'gamma': 0.9, 'per_sample': False}
+_ADL_KWARGS = ('drop_rate', 'gamma', 'per_sample', 'use_drop', 'use_importance')
+_ADL_DEFAULTS = {
+    'drop_rate': 0.75,
+    'gamma': 0.9,
+    'per_sample': False,
+    'use_drop': True,
+    'use_importance': True,
+}
+# Recorded only when switched off, so the points of every model (and config.json) saved before the modes
+# existed stay exactly as they were.
+_ADL_MODES = ('use_drop', 'use_importance')
 LayerSpec = type | Callable[..., nn.Module] | None
 
 
@@ -79,6 +88,8 @@ def insert(
     gamma: float = 0.9,
     per_sample: bool = False,
     layer: LayerSpec = None,
+    use_drop: bool = True,
+    use_importance: bool = True,
     **layer_kwargs: Any,
 ) -> nn.Module:
     """Return a copy of ``model`` with a layer after each point named in ``after``: ADL by default.
@@ -86,14 +97,20 @@ def insert(
     ``after``: names (module paths, dotted FX node names, shell patterns such as ``'stages.*'``, aliases
     ``'pool1'``..``'poolN'`` and ``'last'``), or a dict name -> per-point kwargs overriding the defaults
     (``{'pool4': dict(gamma=0.8), 'last': {}}``). ``layer``: None for ADL (``drop_rate``, ``gamma``,
-    ``per_sample``; its layout and prefix tokens follow the point), an ``nn.Module`` class built with
-    ``layer_kwargs``, or a factory called once per point as ``layer(point, **layer_kwargs)`` with that
-    point's ``InsertionPoint`` (name, shape, channels, stride, layout) and returning the module. The copy
-    keeps the class, every attribute and method and the ``state_dict`` keys (in order) of ``model``; the
-    inserted modules' own parameters and buffers get new keys under their inserted name. ``model`` itself is
-    not modified.
+    ``per_sample``, ``use_drop``, ``use_importance``; its layout and prefix tokens follow the point), an
+    ``nn.Module`` class built with ``layer_kwargs``, or a factory called once per point as
+    ``layer(point, **layer_kwargs)`` with that point's ``InsertionPoint`` (name, shape, channels, stride,
+    layout) and returning the module. The copy keeps the class, every attribute and method and the
+    ``state_dict`` keys (in order) of ``model``; the inserted modules' own parameters and buffers get new keys
+    under their inserted name. ``model`` itself is not modified.
     """
-    adl_settings = dict(drop_rate=drop_rate, gamma=gamma, per_sample=per_sample)
+    adl_settings = dict(
+        drop_rate=drop_rate,
+        gamma=gamma,
+        per_sample=per_sample,
+        use_drop=use_drop,
+        use_importance=use_importance,
+    )
     _check_layer(layer, layer_kwargs, adl_settings)
     requests = _requests(after, adl_settings if layer is None else layer_kwargs, layer)
     new = copy.deepcopy(model)
@@ -124,7 +141,8 @@ def insert(
 
 
 def adl_points(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """``{point: {'drop_rate', 'gamma', 'per_sample'}}`` for every ADL placed by ``insert``.
+    """``{point: {'drop_rate', 'gamma', 'per_sample'}}`` for every ADL placed by ``insert``, plus
+    ``'use_drop': False`` / ``'use_importance': False`` for a point with that component switched off.
 
     ``insert(base_model, after=adl_points(model))`` rebuilds ``model`` from its base; the dict is
     JSON-serialisable, so it can travel in a config file.
@@ -138,8 +156,21 @@ def adl_points(model: nn.Module) -> dict[str, dict[str, Any]]:
             raise ValueError(
                 f'the ADL at {path!r} was not placed by timm_adl.insert, so its point is unknown'
             )
-        found[point] = {'drop_rate': module.drop_rate, 'gamma': module.gamma, 'per_sample': module.per_sample}
+        found[point] = _adl_settings(module)
     return found
+
+
+def _adl_settings(module: ADL) -> dict[str, Any]:
+    """The kwargs that rebuild ``module`` at its point (layout and prefix tokens follow the point)."""
+    settings: dict[str, Any] = {
+        'drop_rate': module.drop_rate,
+        'gamma': module.gamma,
+        'per_sample': module.per_sample,
+    }
+    for mode in _ADL_MODES:
+        if not getattr(module, mode):
+            settings[mode] = False
+    return settings
 
 
 def inserted_points(model: nn.Module) -> dict[str, InsertedLayer]:
@@ -157,7 +188,7 @@ def inserted_points(model: nn.Module) -> dict[str, InsertedLayer]:
             continue
         kwargs = getattr(module, 'inserted_kwargs', None)
         if isinstance(module, ADL):
-            kwargs = {'drop_rate': module.drop_rate, 'gamma': module.gamma, 'per_sample': module.per_sample}
+            kwargs = _adl_settings(module)
         found[point] = InsertedLayer(path, layer_name(type(module)), kwargs, module)
     return found
 
@@ -217,7 +248,7 @@ def _check_layer(layer: LayerSpec, layer_kwargs: dict[str, Any], adl_settings: d
         raise ValueError(f'layer must be an nn.Module class or a factory (point -> module), got {layer!r}')
     if adl_settings != _ADL_DEFAULTS:
         raise ValueError(
-            f'drop_rate / gamma / per_sample are ADL settings, not for layer={getattr(layer, "__name__", layer)}; '
+            f'{" / ".join(_ADL_KWARGS)} are ADL settings, not for layer={getattr(layer, "__name__", layer)}; '
             'pass that layer its own kwargs'
         )
 

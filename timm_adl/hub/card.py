@@ -78,9 +78,16 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _points_table(points: Mapping[str, Mapping[str, Any]]) -> str:
-    rows = ['| after | drop_rate | gamma | per_sample |', '|---|---|---|---|']
+    # use_drop / use_importance: a point records them only when switched off (see surgery.adl_points)
+    rows = [
+        '| after | drop_rate | gamma | per_sample | use_drop | use_importance |',
+        '|---|---|---|---|---|---|',
+    ]
     for name, s in points.items():
-        rows.append(f'| `{name}` | {s.get("drop_rate")} | {s.get("gamma")} | {s.get("per_sample", False)} |')
+        rows.append(
+            f'| `{name}` | {s.get("drop_rate")} | {s.get("gamma")} | {s.get("per_sample", False)} '
+            f'| {s.get("use_drop", True)} | {s.get("use_importance", True)} |'
+        )
     return '\n'.join(rows)
 
 

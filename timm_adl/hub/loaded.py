@@ -43,7 +43,8 @@ class LoadedModel:
         input_size: ``(C, H, W)`` to feed it.
         mean, std: input normalisation, R G B.
         cam_method: how its maps are made (the recipe's ``cam_method``, else ``'cam'``).
-        adl_points: ``{point: {'drop_rate', 'gamma', 'per_sample'}}`` of its ADL layers (empty: none).
+        adl_points: ``{point: {'drop_rate', 'gamma', 'per_sample'}}`` of its ADL layers (empty: none), plus
+            ``'use_drop': False`` / ``'use_importance': False`` where that component is switched off.
         sources: for each name in ``SETTINGS``, the ``Source`` it came from.
         files: for each source that is a file, its path (``{'checkpoint metadata': '.../best.safetensors'}``).
         weights_file: the weights read (a path), or None for random weights.

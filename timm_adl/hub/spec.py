@@ -64,7 +64,11 @@ def _json_copy(value: Any) -> Any:
 
 
 def _registered_adl_args(points: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """ADL settings as the paper entrypoints take them: one setting for all points when they share it."""
+    """ADL settings as the paper entrypoints take them: one setting for all points when they share it.
+
+    A point with ``per_sample`` or a component switched off (``use_drop`` / ``use_importance`` False) has no
+    ``adl_*`` arg of its own, so it goes in the per-point dict form of ``adl_after``.
+    """
     settings = {json.dumps(s, sort_keys=True) for s in points.values()}
     if len(settings) == 1:
         shared = next(iter(points.values()))

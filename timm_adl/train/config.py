@@ -60,6 +60,10 @@ class AdlConfig:
     drop_rate: float = 0.75  # paper §4: drop mask chosen 75 % of the steps
     gamma: float = 0.9  # drop threshold as a fraction of the attention peak
     per_sample: bool = False  # False = one draw per step per layer, as both references
+    # Table 1 ablations: False makes that branch of the same draw the identity ("importance map only" /
+    # "drop mask only"); at least one must stay True.
+    use_drop: bool = True
+    use_importance: bool = True
 
 
 @dataclass
@@ -79,6 +83,9 @@ class AugConfig:
         'random_crop'  # random_crop: resize to img_size*256/224 then random crop img_size; none: resize
     )
     hflip: bool = True
+    # Hide-and-Seek (Singh & Lee, ICCV 2017): patch side at 224 px, scaled by img_size / 224; 0 = off.
+    hide_patch: int = 0
+    hide_prob: float = 0.5  # each patch hidden independently with this probability (the paper's 0.5)
 
 
 @dataclass
@@ -436,6 +443,14 @@ def check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"config key 'adl.drop_rate' must be in [0, 1], got {cfg.adl.drop_rate}")
         if not 0.0 < cfg.adl.gamma <= 1.0:
             raise ConfigError(f"config key 'adl.gamma' must be in (0, 1], got {cfg.adl.gamma}")
+        if not (cfg.adl.use_drop or cfg.adl.use_importance):
+            raise ConfigError(
+                "config keys 'adl.use_drop' and 'adl.use_importance' are both false; at least one must be true"
+            )
+    if cfg.aug.hide_patch < 0:
+        raise ConfigError(f"config key 'aug.hide_patch' must be >= 0 (0 = off), got {cfg.aug.hide_patch}")
+    if not 0.0 <= cfg.aug.hide_prob <= 1.0:
+        raise ConfigError(f"config key 'aug.hide_prob' must be in [0, 1], got {cfg.aug.hide_prob}")
     for key in ('mean', 'std'):
         value = getattr(cfg.data, key)
         if value is not None and len(value) != 3:

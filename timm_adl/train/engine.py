@@ -114,11 +114,12 @@ def build_model(cfg: TrainConfig, num_classes: int | None, info: DistInfo) -> tu
             if cfg.adl.after is not None:
                 raise ConfigError(
                     f'model {cfg.model!r} already holds ADL layers: drop adl.after (or train its baseline '
-                    'with adl.after); adl.drop_rate/gamma/per_sample still apply to its layers'
+                    'with adl.after); the other adl.* settings still apply to its layers'
                 )
             for m in model.modules():
                 if isinstance(m, ADL):
                     m.drop_rate, m.gamma, m.per_sample = cfg.adl.drop_rate, cfg.adl.gamma, cfg.adl.per_sample
+                    m.use_drop, m.use_importance = cfg.adl.use_drop, cfg.adl.use_importance
         else:
             if not cfg.adl.after:
                 raise ConfigError(f'model {cfg.model!r} has no ADL layers: give adl.after (insertion points)')
@@ -131,6 +132,8 @@ def build_model(cfg: TrainConfig, num_classes: int | None, info: DistInfo) -> tu
                     drop_rate=cfg.adl.drop_rate,
                     gamma=cfg.adl.gamma,
                     per_sample=cfg.adl.per_sample,
+                    use_drop=cfg.adl.use_drop,
+                    use_importance=cfg.adl.use_importance,
                 )
             except ValueError as err:  # an unknown point: the message lists the closest valid ones
                 raise ConfigError(f'adl.after: {err}') from None
@@ -161,6 +164,10 @@ def _train_transform(cfg: TrainConfig, mean, std):
     if cfg.aug.hflip:
         ops.append(T.RandomHorizontalFlip())
     ops += [MaybeToTensor(), T.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))]
+    if cfg.aug.hide_patch:  # Hide-and-Seek after Normalize: hidden pixels at the mean (0); train only
+        from ..data.hide_and_seek import HideAndSeek, scaled_patch_size
+
+        ops.append(HideAndSeek(scaled_patch_size(cfg.aug.hide_patch, size), cfg.aug.hide_prob))
     return T.Compose(ops)
 
 
