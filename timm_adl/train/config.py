@@ -105,6 +105,12 @@ class SchedConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0 (step, cosine)
     pct_start: float = 0.3  # onecycle: fraction of the run spent rising
     min_lr_mult: float = 0.0  # cosine / onecycle floor as a fraction of the peak rate
+    # onecycle only: cycle SGD's momentum inversely to the rate, as torch's OneCycleLR (cycle_momentum=True):
+    # max_momentum at the start, base_momentum at the rate's peak, max_momentum again at the end (cosine).
+    # Replaces optim.momentum; false = optim.momentum throughout.
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
 
 @dataclass
@@ -429,6 +435,7 @@ def check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f'config key {"optim." + key!r} must be >= 0, got {getattr(cfg.optim, key)}')
     if not 0.0 < cfg.sched.pct_start < 1.0:
         raise ConfigError(f"config key 'sched.pct_start' must be in (0, 1), got {cfg.sched.pct_start}")
+    _check_momentum_cycle(cfg.sched)
     if sorted(cfg.sched.milestones) != list(cfg.sched.milestones):
         raise ConfigError(f"config key 'sched.milestones' must be increasing, got {cfg.sched.milestones}")
     if cfg.adl is not None:
@@ -446,6 +453,16 @@ def check_values(cfg: TrainConfig) -> None:
         )
     if cfg.amp == 'fp16' and cfg.device == 'cpu':
         raise ConfigError('amp=fp16 needs a GPU; use amp=bf16 or amp=none with device=cpu')
+
+
+def _check_momentum_cycle(sched: SchedConfig) -> None:
+    if sched.cycle_momentum and sched.name != 'onecycle':
+        raise ConfigError(f"config key 'sched.cycle_momentum' needs sched.name onecycle, got {sched.name!r}")
+    if not 0.0 <= sched.base_momentum <= sched.max_momentum < 1.0:
+        raise ConfigError(
+            "config keys 'sched.base_momentum' and 'sched.max_momentum' must satisfy 0 <= base <= max < 1, "
+            f'got base {sched.base_momentum} and max {sched.max_momentum}'
+        )
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -41,7 +41,7 @@ from .distributed import (
     set_rng_state,
 )
 from .lock import lock_output_dir
-from .optim import build_optimizer, head_param_names, lr_factor, set_lr
+from .optim import build_optimizer, head_param_names, lr_factor, momentum_at, set_lr, set_momentum
 from .preflight import preflight, resolve_device
 from .run_layout import RunLayout
 from .state import STATE_VERSION, TrainSession, TrainState
@@ -572,9 +572,11 @@ def _train_epoch(session: TrainSession, state: TrainState, progress: bool) -> tu
 
 
 def _set_schedule(session: TrainSession, step: int) -> None:
-    """The learning rate of ``step``: a pure function of it, so a resume needs only the step count."""
+    """The learning rate (and, with sched.cycle_momentum, the momentum) of ``step``: pure functions of it."""
     sched, total = session.cfg.sched, session.total_steps
     set_lr(session.optimizer, session.peaks, lr_factor(sched, step, session.steps_per_epoch, total))
+    if sched.cycle_momentum:
+        set_momentum(session.optimizer, momentum_at(sched, step, total))
 
 
 def _forward_loss(session: TrainSession, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
