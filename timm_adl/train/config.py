@@ -79,6 +79,10 @@ class AugConfig:
         'random_crop'  # random_crop: resize to img_size*256/224 then random crop img_size; none: resize
     )
     hflip: bool = True
+    # CutMix (timm's Mixup with mixup_alpha=0) on each training batch: patch area ~ Beta(alpha, alpha), soft
+    # targets; 0 = off. Applied to a batch with probability cutmix_prob. Needs an even batch on every process.
+    cutmix_alpha: float = 0.0
+    cutmix_prob: float = 1.0
 
 
 @dataclass
@@ -436,6 +440,7 @@ def check_values(cfg: TrainConfig) -> None:
     if not 0.0 < cfg.sched.pct_start < 1.0:
         raise ConfigError(f"config key 'sched.pct_start' must be in (0, 1), got {cfg.sched.pct_start}")
     _check_momentum_cycle(cfg.sched)
+    _check_cutmix(cfg)
     if sorted(cfg.sched.milestones) != list(cfg.sched.milestones):
         raise ConfigError(f"config key 'sched.milestones' must be increasing, got {cfg.sched.milestones}")
     if cfg.adl is not None:
@@ -462,6 +467,17 @@ def _check_momentum_cycle(sched: SchedConfig) -> None:
         raise ConfigError(
             "config keys 'sched.base_momentum' and 'sched.max_momentum' must satisfy 0 <= base <= max < 1, "
             f'got base {sched.base_momentum} and max {sched.max_momentum}'
+        )
+
+
+def _check_cutmix(cfg: TrainConfig) -> None:
+    if cfg.aug.cutmix_alpha < 0:
+        raise ConfigError(f"config key 'aug.cutmix_alpha' must be >= 0 (0 = off), got {cfg.aug.cutmix_alpha}")
+    if not 0.0 <= cfg.aug.cutmix_prob <= 1.0:
+        raise ConfigError(f"config key 'aug.cutmix_prob' must be in [0, 1], got {cfg.aug.cutmix_prob}")
+    if cfg.aug.cutmix_alpha > 0 and cfg.batch_size % 2:
+        raise ConfigError(
+            f'aug.cutmix_alpha needs an even batch_size (CutMix pairs images), got {cfg.batch_size}'
         )
 
 

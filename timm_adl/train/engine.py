@@ -31,6 +31,7 @@ from .checkpoint import (
     save_weights,
 )
 from .config import RUNTIME_KEYS, ConfigError, TrainConfig, config_to_dict, load_config, save_config
+from .cutmix import apply_cutmix, build_cutmix, cutmix_loss
 from .distributed import (
     DistInfo,
     GlobalBatchSampler,
@@ -328,8 +329,7 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
     """Build, restore or start, train every epoch left, report."""
     layout = RunLayout(Path(cfg.output_dir))
     point = _find_resume_point(cfg, layout, resume)
-    if info.enabled and info.world_size > 1 and cfg.batch_size % info.world_size:
-        raise ConfigError(f'batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes')
+    _check_batch_split(cfg, info)
     session = _build_session(cfg, device, info, layout)
     state = _start_state(session, resumed=point is not None)
     session.train_model = _wrap_for_training(session)
@@ -340,6 +340,17 @@ def _run(cfg: TrainConfig, device: torch.device, info: DistInfo, *, resume: bool
 
 # ---------------------------------------------------------------------------------------------------------
 # building the session
+
+
+def _check_batch_split(cfg: TrainConfig, info: DistInfo) -> None:
+    """The global batch splits evenly over the processes (and, with CutMix, into even per-process batches)."""
+    if info.enabled and info.world_size > 1 and cfg.batch_size % info.world_size:
+        raise ConfigError(f'batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes')
+    if cfg.aug.cutmix_alpha > 0 and (cfg.batch_size // info.world_size) % 2:
+        raise ConfigError(
+            f'aug.cutmix_alpha needs an even batch per process: batch_size {cfg.batch_size} over '
+            f'{info.world_size} processes is {cfg.batch_size // info.world_size}'
+        )
 
 
 def _find_resume_point(cfg: TrainConfig, layout: RunLayout, resume: bool) -> tuple[Path, Path] | None:
@@ -427,6 +438,7 @@ def _build_session(cfg: TrainConfig, device: torch.device, info: DistInfo, layou
         cfg=cfg, info=info, device=device, layout=layout, model=model, train_model=model,
         optimizer=optimizer, peaks=peaks, scaler=scaler, sampler=sampler, train_loader=train_loader,
         val_loader=val_loader, data_meta=data_meta, amp_dtype=amp_dtype, channels_last=channels_last,
+        cutmix=build_cutmix(cfg.aug, model.num_classes),
     )  # fmt: skip
 
 
@@ -579,23 +591,33 @@ def _set_schedule(session: TrainSession, step: int) -> None:
         set_momentum(session.optimizer, momentum_at(sched, step, total))
 
 
-def _forward_loss(session: TrainSession, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The training loss of one batch (moved to the device, in the run's precision and memory format)."""
+def _forward_loss(
+    session: TrainSession, step: int, images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The training loss of one batch (moved to the device, in the run's precision and memory format; with
+    CutMix, of the mixed batch against its soft targets)."""
     device = session.device
     images = images.to(device, non_blocking=True)
     if session.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = labels.to(device, non_blocking=True)
+    if session.cutmix is not None:
+        info = session.info
+        images, labels = apply_cutmix(
+            session.cutmix, images, labels, seed=session.cfg.seed, rank=info.rank, step=step
+        )
     amp_dtype = session.amp_dtype
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = session.train_model(images)
+        if session.cutmix is not None:
+            return cutmix_loss(logits.float(), labels)
         return F.cross_entropy(logits.float(), labels)
 
 
 def _train_step(session: TrainSession, state: TrainState, images: torch.Tensor, labels: torch.Tensor) -> int:
     """One optimizer step; returns its image count."""
     _set_schedule(session, state.step)
-    loss = _forward_loss(session, images, labels)
+    loss = _forward_loss(session, state.step, images, labels)
     if not torch.isfinite(loss):
         raise FloatingPointError(f'loss is {loss.item()} at epoch {state.epoch} step {state.step}')
     optimizer, scaler = session.optimizer, session.scaler

@@ -84,6 +84,7 @@ class TrainSession:
     data_meta: dict[str, str]  # normalisation and size, recorded in every weights file
     amp_dtype: torch.dtype | None
     channels_last: bool
+    cutmix: Any = None  # timm's Mixup set to CutMix (aug.cutmix_alpha > 0), else None
 
     @property
     def steps_per_epoch(self) -> int:
