@@ -86,6 +86,10 @@ class AugConfig:
     # Hide-and-Seek (Singh & Lee, ICCV 2017): patch side at 224 px, scaled by img_size / 224; 0 = off.
     hide_patch: int = 0
     hide_prob: float = 0.5  # each patch hidden independently with this probability (the paper's 0.5)
+    # CutMix (timm's Mixup with mixup_alpha=0) on each training batch: patch area ~ Beta(alpha, alpha), soft
+    # targets; 0 = off. Applied to a batch with probability cutmix_prob. Needs an even batch on every process.
+    cutmix_alpha: float = 0.0
+    cutmix_prob: float = 1.0
 
 
 @dataclass
@@ -112,6 +116,12 @@ class SchedConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0 (step, cosine)
     pct_start: float = 0.3  # onecycle: fraction of the run spent rising
     min_lr_mult: float = 0.0  # cosine / onecycle floor as a fraction of the peak rate
+    # onecycle only: cycle SGD's momentum inversely to the rate, as torch's OneCycleLR (cycle_momentum=True):
+    # max_momentum at the start, base_momentum at the rate's peak, max_momentum again at the end (cosine).
+    # Replaces optim.momentum; false = optim.momentum throughout.
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
 
 @dataclass
@@ -436,6 +446,8 @@ def check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f'config key {"optim." + key!r} must be >= 0, got {getattr(cfg.optim, key)}')
     if not 0.0 < cfg.sched.pct_start < 1.0:
         raise ConfigError(f"config key 'sched.pct_start' must be in (0, 1), got {cfg.sched.pct_start}")
+    _check_momentum_cycle(cfg.sched)
+    _check_cutmix(cfg)
     if sorted(cfg.sched.milestones) != list(cfg.sched.milestones):
         raise ConfigError(f"config key 'sched.milestones' must be increasing, got {cfg.sched.milestones}")
     if cfg.adl is not None:
@@ -461,6 +473,27 @@ def check_values(cfg: TrainConfig) -> None:
         )
     if cfg.amp == 'fp16' and cfg.device == 'cpu':
         raise ConfigError('amp=fp16 needs a GPU; use amp=bf16 or amp=none with device=cpu')
+
+
+def _check_momentum_cycle(sched: SchedConfig) -> None:
+    if sched.cycle_momentum and sched.name != 'onecycle':
+        raise ConfigError(f"config key 'sched.cycle_momentum' needs sched.name onecycle, got {sched.name!r}")
+    if not 0.0 <= sched.base_momentum <= sched.max_momentum < 1.0:
+        raise ConfigError(
+            "config keys 'sched.base_momentum' and 'sched.max_momentum' must satisfy 0 <= base <= max < 1, "
+            f'got base {sched.base_momentum} and max {sched.max_momentum}'
+        )
+
+
+def _check_cutmix(cfg: TrainConfig) -> None:
+    if cfg.aug.cutmix_alpha < 0:
+        raise ConfigError(f"config key 'aug.cutmix_alpha' must be >= 0 (0 = off), got {cfg.aug.cutmix_alpha}")
+    if not 0.0 <= cfg.aug.cutmix_prob <= 1.0:
+        raise ConfigError(f"config key 'aug.cutmix_prob' must be in [0, 1], got {cfg.aug.cutmix_prob}")
+    if cfg.aug.cutmix_alpha > 0 and cfg.batch_size % 2:
+        raise ConfigError(
+            f'aug.cutmix_alpha needs an even batch_size (CutMix pairs images), got {cfg.batch_size}'
+        )
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

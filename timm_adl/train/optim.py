@@ -9,8 +9,8 @@ Which parameters are "head" (trained at ``lr * lr_head_mult``):
 3. every parameter matching a recipe pattern in ``optim.head`` (fnmatch on the name, or a module prefix
    such as ``layer4``: the references disagree on what else is "new", so the recipe says it).
 
-Everything else is "backbone" at ``lr * lr_backbone_mult``. The schedule is a pure function of the step,
-so resuming needs only the step count.
+Everything else is "backbone" at ``lr * lr_backbone_mult``. The schedule (rate, and with
+``sched.cycle_momentum`` the momentum) is a pure function of the step, so resuming needs only the step count.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import ConfigError, OptimConfig, SchedConfig
 
-__all__ = ['build_optimizer', 'head_param_names', 'lr_factor', 'set_lr']
+__all__ = ['build_optimizer', 'head_param_names', 'lr_factor', 'momentum_at', 'set_lr', 'set_momentum']
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -87,19 +87,31 @@ def build_optimizer(
     return optimizer, peaks
 
 
+def _onecycle_phase(cfg: SchedConfig, step: int, total_steps: int) -> tuple[bool, float]:
+    """(rising, t): whether ``step`` is in onecycle's first phase, and how far through its phase (0..1).
+
+    The rate peaks at step ``peak = round(pct_start * total_steps)`` and would reach its floor at step
+    ``total_steps`` (never taken). torch's OneCycleLR peaks one step earlier (``pct_start * total_steps - 1``)
+    and ends on the last step taken (``total_steps - 1``); this schedule is torch's stepped over
+    ``total_steps + 1`` steps with ``pct_start = (peak + 1) / (total_steps + 1)``.
+    """
+    up = max(1, round(cfg.pct_start * total_steps))
+    if step < up:
+        return True, step / up
+    return False, min((step - up) / max(1, total_steps - up), 1.0)
+
+
 def lr_factor(cfg: SchedConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of the peak rate at ``step`` (0-based, the step about to be taken)."""
     epoch = step / steps_per_epoch  # fractional epoch
     if cfg.name == 'onecycle':
         # Cosine rise from peak/25 to peak over pct_start, cosine fall to the floor (timm/torch OneCycle shape).
-        up = max(1, round(cfg.pct_start * total_steps))
+        rising, t = _onecycle_phase(cfg, step, total_steps)
         low = 1.0 / 25.0
-        if step < up:
-            t = step / up
+        if rising:
             return low + (1.0 - low) * 0.5 * (1.0 - math.cos(math.pi * t))
-        t = (step - up) / max(1, total_steps - up)
         floor = cfg.min_lr_mult
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
     warm = 1.0
     if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
         warm = (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
@@ -116,3 +128,20 @@ def lr_factor(cfg: SchedConfig, step: int, steps_per_epoch: int, total_steps: in
 def set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], factor: float) -> None:
     for group, peak in zip(optimizer.param_groups, peaks, strict=True):
         group['lr'] = peak * factor
+
+
+def momentum_at(cfg: SchedConfig, step: int, total_steps: int) -> float:
+    """SGD momentum at ``step`` under ``sched.cycle_momentum``: the mirror image of onecycle's rate.
+
+    Cosine from ``max_momentum`` down to ``base_momentum`` while the rate rises, and back up while it falls
+    (the shape of torch's OneCycleLR with ``cycle_momentum=True``, on this module's step convention: see
+    ``_onecycle_phase``). Lower momentum at high rates keeps the effective step size in check.
+    """
+    rising, t = _onecycle_phase(cfg, step, total_steps)
+    start, end = (cfg.max_momentum, cfg.base_momentum) if rising else (cfg.base_momentum, cfg.max_momentum)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
+    for group in optimizer.param_groups:
+        group['momentum'] = momentum
