@@ -19,7 +19,7 @@ HELP_EPILOG = """examples:
   timm-adl study synthetic/table1                        # paper Table 1 on the synthetic set (CPU or GPU)
   timm-adl study synthetic/paper --seeds 0 1 2           # Tables 1-3; kill it and rerun to continue
   timm-adl study synthetic/table3 --cells cam adl        # some cells only (and what they depend on)
-  timm-adl study cub/table3 --data-dir data/CUB_200_2011/images --device cuda
+  timm-adl study cub/table3 --data-dir data/CUB_200_2011/images --metadata-root metadata/CUB --device cuda
   timm-adl study my_study.yaml --out runs/study/mine --report-only   # rebuild the report
 """
 
@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p,
         help='data set root: the folder holding the images, for cells reading a data set on disk (CUB); '
         "sets their data.root (default: the study file's, else the recipe's); synthetic cells make their own",
+    )
+    p.add_argument(
+        '--metadata-root',
+        metavar='DIR',
+        help="wsolevaluation metadata root for those cells (sets data.metadata_root; default: the study file's, "
+        "else the recipe's)",
     )
     add_device(p)
     p.add_argument(
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         out,
         device=args.device,
         data_dir=args.data_dir,
+        metadata_dir=args.metadata_root,
         progress=not args.no_progress,
         report_only=args.report_only,
         figure_images=args.figure_images,

@@ -73,22 +73,22 @@ def synthetic_folder(spec: DataSpec) -> str:
     return name
 
 
-def data_paths(spec: DataSpec, out: Path, data_dir: str | None = None) -> PreparedData:
+def data_paths(
+    spec: DataSpec, out: Path, data_dir: str | None = None, metadata_dir: str | None = None
+) -> PreparedData:
     """Where a cell's data lives (nothing is made): ``out/data/<folder>`` for a synthetic set, else the
-    given paths, ``data_dir`` (``--data-dir``) replacing ``root``; None keeps the recipe's."""
+    given paths, ``data_dir`` / ``metadata_dir`` (``--data-dir`` / ``--metadata-root``) replacing
+    ``root`` / ``metadata_root``; None keeps the recipe's."""
     if spec.synthetic is not None:
         root = out / 'data' / synthetic_folder(spec)
         return PreparedData(root, root / 'metadata')
-    root = data_dir or spec.root
-    return PreparedData(
-        Path(root).resolve() if root else None,
-        Path(spec.metadata_root).resolve() if spec.metadata_root else None,
-    )
+    root, meta = data_dir or spec.root, metadata_dir or spec.metadata_root
+    return PreparedData(Path(root).resolve() if root else None, Path(meta).resolve() if meta else None)
 
 
-def prepare_data(spec: DataSpec, out: Path, data_dir: str | None = None) -> PreparedData:
-    """:func:`data_paths`, with the synthetic set made there (or reused: its manifest must match)."""
-    data = data_paths(spec, out, data_dir)
+def prepare_data(spec: DataSpec, out: Path) -> PreparedData:
+    """Make (or reuse: its manifest must match) the synthetic set of ``spec`` in ``out/data/``."""
+    data = data_paths(spec, out)
     if spec.synthetic is not None:
         from ..data.synthetic import make_synthetic_wsol
 

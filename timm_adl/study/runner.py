@@ -77,13 +77,18 @@ def _run_key(cfg) -> str:
 
 
 def plan_jobs(
-    spec: StudySpec, out: Path, *, data_dir: str | None = None, device: str | None = None
+    spec: StudySpec,
+    out: Path,
+    *,
+    data_dir: str | None = None,
+    metadata_dir: str | None = None,
+    device: str | None = None,
 ) -> list[StudyJob]:
     """Every (cell, seed) in run order (cells in dependency order, seeds as given), with its config."""
     jobs: list[StudyJob] = []
     owners: dict[str, StudyJob] = {}
     for cell in spec.cells:
-        data = data_paths(cell.data, out, data_dir)
+        data = data_paths(cell.data, out, data_dir, metadata_dir)
         for seed in cell.seeds:
             folder = run_dir(out, cell, seed)
             cfg = job_config(cell, seed, folder, spec, out, data, device)
@@ -272,6 +277,7 @@ def run_study(
     *,
     device: str | None = None,
     data_dir: str | None = None,
+    metadata_dir: str | None = None,
     progress: bool = True,
     report_only: bool = False,
     figure_images: int = 8,
@@ -283,7 +289,8 @@ def run_study(
         spec: the study (``load_study``; ``spec.select(names)`` for some cells only).
         out: the study folder; created if missing; locked while this runs.
         device: the recipes' ``device`` key for every run (None: the recipes' own), and where scoring runs.
-        data_dir: replaces ``data.root`` of cells that read a data set on disk (CUB), not synthetic ones.
+        data_dir, metadata_dir: replace ``data.root`` / ``data.metadata_root`` of the cells that read a
+            data set on disk (CUB); synthetic cells make their own.
         progress: per-epoch progress bars of the trainer (on a terminal).
         report_only: train nothing; rebuild the report from the finished runs.
         figure_images: test images in each cell's Figure-3 picture.
@@ -294,7 +301,7 @@ def run_study(
     out = Path(out).resolve()
     lock = acquire_run_lock(out, warn=log)
     try:
-        jobs = plan_jobs(spec, out, data_dir=data_dir, device=device)
+        jobs = plan_jobs(spec, out, data_dir=data_dir, metadata_dir=metadata_dir, device=device)
         if not report_only:
             _write_plan(spec, jobs, out)
             _run_jobs(
@@ -302,7 +309,6 @@ def run_study(
                 jobs,
                 out,
                 device=device,
-                data_dir=data_dir,
                 progress=progress,
                 figure_images=figure_images,
                 log=log,
@@ -316,7 +322,7 @@ def run_study(
 
 
 def _run_jobs(
-    spec: StudySpec, jobs: Sequence[StudyJob], out: Path, *, device: str | None, data_dir: str | None,
+    spec: StudySpec, jobs: Sequence[StudyJob], out: Path, *, device: str | None,
     progress: bool, figure_images: int, log: Callable[[str], None],
 ) -> None:  # fmt: skip
     # Every finished run is checked before any training: a changed study file stops here, not midway.
@@ -338,7 +344,7 @@ def _run_jobs(
         if job.cell.data not in made:
             if job.cell.data.synthetic is not None:
                 log(f'synthetic data {job.cell.data.synthetic!r} in {out / "data"}')
-            prepare_data(job.cell.data, out, data_dir)
+            prepare_data(job.cell.data, out)
             made.add(job.cell.data)
         t0 = time.perf_counter()
         log(f'[{i}/{len(own)}] {job.label} ...')
