@@ -325,10 +325,13 @@ def _parse(
             if not raw.get(key):
                 raise StudyError(f'{cw}: {key} is required')
         own_seeds = _seeds(raw['seeds'], f'{cw}.seeds') if 'seeds' in raw else default_seeds
+        recipe = str(raw['recipe'])
+        if not Path(recipe).is_absolute() and (path.parent / recipe).is_file():
+            recipe = str((path.parent / recipe).resolve())  # a recipe file beside the study file
         cells.append(
             CellSpec(
                 name=_cell_name(raw['name'], cw),
-                recipe=str(raw['recipe']),
+                recipe=recipe,
                 overrides=common + _str_list(raw.get('overrides'), f'{cw}.overrides'),
                 seeds=own_seeds,
                 data=_data(raw.get('data'), f'{cw}.data', base=data_spec),
