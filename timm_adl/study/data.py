@@ -69,7 +69,7 @@ def synthetic_folder(spec: DataSpec) -> str:
     if spec.seed:
         name += f'-seed{spec.seed}'
     if spec.sizes is not None:
-        name += '-' + hashlib.sha1(json.dumps(dict(sorted(spec.sizes.items()))).encode()).hexdigest()[:8]
+        name += '-' + hashlib.sha1(json.dumps(dict(spec.sizes)).encode()).hexdigest()[:8]
     return name
 
 

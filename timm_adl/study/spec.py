@@ -70,7 +70,9 @@ class DataSpec:
 
     synthetic: str | None = None  # variant name of timm_adl.data.synthetic ('default', 'pretrain', ...)
     seed: int = 0  # the synthetic set's seed (the images), not the training seed
-    sizes: Mapping[str, int] | None = None  # synthetic split sizes (None: the variant's)
+    sizes: tuple[tuple[str, int], ...] | None = (
+        None  # synthetic split sizes, (split, n) pairs (None: the variant's)
+    )
     root: str | None = None
     metadata_root: str | None = None
 
@@ -240,7 +242,7 @@ def _data(value: Any, where: str, base: DataSpec | None = None) -> DataSpec:
         sizes = _mapping(spec.sizes, f'{where}.sizes')
         if not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
             raise StudyError(f'{where}.sizes must map split names to image counts, got {dict(sizes)!r}')
-        spec = replace(spec, sizes={str(k): int(v) for k, v in sizes.items()})
+        spec = replace(spec, sizes=tuple(sorted((str(k), int(v)) for k, v in sizes.items())))  # hashable
     if spec.synthetic is not None:
         from .data import check_variant
 
