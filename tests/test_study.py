@@ -254,13 +254,15 @@ cells:
   - {name: ft_same_seed, recipe: tiny.yaml, overrides: ['initial_checkpoint={best:pre2}', epochs=2]}
   - {name: pre, recipe: tiny.yaml, seeds: [0]}
   - {name: pre2, recipe: tiny.yaml, overrides: [epochs=3]}
+  - {name: pre_twin, recipe: tiny.yaml, seeds: [0]}
+  - {name: ft_twin, recipe: tiny.yaml, seeds: [0], overrides: ['initial_checkpoint={best:pre_twin}', epochs=4]}
 """
 
 
 def test_best_placeholders_resolve_and_order_the_cells(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = load_study(_study(tmp_path, DEPS))
-    assert [c.name for c in spec.cells] == ['pre', 'ft', 'pre2', 'ft_same_seed']
+    assert [c.name for c in spec.cells] == ['pre', 'ft', 'pre2', 'ft_same_seed', 'pre_twin', 'ft_twin']
     assert spec.cell('ft').depends_on == ('pre',)
     out = tmp_path / 'out'
     jobs = {(j.cell.name, j.seed): j for j in plan_jobs(spec, out)}
@@ -272,6 +274,11 @@ def test_best_placeholders_resolve_and_order_the_cells(tmp_path, monkeypatch):
         assert jobs['ft', seed].config.seed == seed
         assert jobs['ft', seed].config.output_dir == str(out / f'runs/ft/seed{seed}')
     assert [c.name for c in spec.select(['ft']).cells] == ['pre', 'ft']
+    # 'pre_twin' is 'pre' (same config and seed): one run, and its weights are that run's
+    assert (
+        jobs['pre_twin', 0].same_as == 'pre seed 0' and jobs['pre_twin', 0].run_dir == out / 'runs/pre/seed0'
+    )
+    assert jobs['ft_twin', 0].config.initial_checkpoint == str(out / 'runs/pre/seed0/best.safetensors')
 
 
 @pytest.mark.parametrize(

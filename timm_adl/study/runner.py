@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_copy, atomic_write_bytes
-from .data import PreparedData, data_overrides, data_paths, prepare_data
+from .data import data_overrides, data_paths, prepare_data
 from .report import CellResult, RunResult, StudyResult, write_report
 from .spec import BEST_REF, CellSpec, StudyError, StudySpec
 
@@ -87,45 +87,42 @@ def plan_jobs(
     """Every (cell, seed) in run order (cells in dependency order, seeds as given), with its config."""
     jobs: list[StudyJob] = []
     owners: dict[str, StudyJob] = {}
+    folders: dict[
+        tuple[str, int], Path
+    ] = {}  # where each (cell, seed)'s run lives (a shared one: its owner's)
     for cell in spec.cells:
         data = data_paths(cell.data, out, data_dir, metadata_dir)
         for seed in cell.seeds:
             folder = run_dir(out, cell, seed)
-            cfg = job_config(cell, seed, folder, spec, out, data, device)
+            overrides = _resolve_refs(cell, seed, spec, folders) + data_overrides(data)
+            cfg = job_config(cell, overrides, seed, folder, device)
             owner = owners.setdefault(_run_key(cfg), StudyJob(cell, seed, folder, cfg))
-            if owner.cell is cell:
-                jobs.append(owner)
-            else:
-                jobs.append(StudyJob(cell, seed, owner.run_dir, owner.config, same_as=owner.label))
+            if owner.cell is not cell:
+                owner = StudyJob(cell, seed, owner.run_dir, owner.config, same_as=owner.label)
+            jobs.append(owner)
+            folders[cell.name, seed] = owner.run_dir
     return jobs
 
 
-def _resolve_refs(cell: CellSpec, seed: int, spec: StudySpec, out: Path) -> list[str]:
+def _resolve_refs(
+    cell: CellSpec, seed: int, spec: StudySpec, folders: dict[tuple[str, int], Path]
+) -> list[str]:
     """``{best:CELL}`` -> that cell's best weights for ``seed`` (or for its only seed)."""
 
     def weights(match) -> str:
         dep = spec.cell(match.group(1))
         dep_seed = seed if seed in dep.seeds else dep.seeds[0]
-        return str(run_dir(out, dep, dep_seed) / 'best.safetensors')
+        return str(folders[dep.name, dep_seed] / 'best.safetensors')
 
     return [BEST_REF.sub(weights, o) for o in cell.overrides]
 
 
-def job_config(
-    cell: CellSpec,
-    seed: int,
-    folder: Path,
-    spec: StudySpec,
-    out: Path,
-    data: PreparedData,
-    device: str | None,
-):
-    """The ``TrainConfig`` of one run: recipe, the cell's overrides, the data paths, seed and folder."""
+def job_config(cell: CellSpec, overrides: list[str], seed: int, folder: Path, device: str | None):
+    """The ``TrainConfig`` of one run: recipe, the cell's resolved overrides, data paths, seed and folder."""
     from ..train import load_config
     from ..train.recipes import resolve_recipe
 
-    overrides = _resolve_refs(cell, seed, spec, out) + data_overrides(data)
-    overrides += [f'seed={seed}', f'output_dir={folder}']
+    overrides = [*overrides, f'seed={seed}', f'output_dir={folder}']
     if device is not None:
         overrides.append(f'device={device}')
     try:
