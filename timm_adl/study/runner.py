@@ -149,12 +149,15 @@ def check_finished(job: StudyJob) -> None:
     """A finished run must have been trained with the config the study now asks for."""
     import yaml
 
-    from ..train import config_to_dict
+    from ..train import config_to_dict, load_config
 
     saved_path = job.run_dir / 'config.yaml'
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text(encoding='utf-8')) or {}
+    try:  # through load_config: a key added to the trainer since counts as its default, not as a change
+        saved = config_to_dict(load_config(saved_path))
+    except ValueError:  # a key since removed: compare the file as it is
+        saved = yaml.safe_load(saved_path.read_text(encoding='utf-8')) or {}
     diffs = _config_diffs(saved, config_to_dict(job.config))
     if diffs:
         more = '; ...' if len(diffs) > 3 else ''
