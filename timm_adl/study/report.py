@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,6 @@ class StudyResult:
     cells: tuple[CellResult, ...]
     split: str
     source: str = ''  # the study file
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:

@@ -145,8 +145,8 @@ def _config_diffs(saved: dict, now: dict, prefix: str = '') -> list[str]:
     return diffs
 
 
-def check_finished(job: StudyJob) -> None:
-    """A finished run must have been trained with the config the study now asks for."""
+def check_saved_config(job: StudyJob) -> None:
+    """A finished or started run must have been trained with the config the study now asks for."""
     import yaml
 
     from ..train import config_to_dict, load_config
@@ -162,7 +162,8 @@ def check_finished(job: StudyJob) -> None:
     if diffs:
         more = '; ...' if len(diffs) > 3 else ''
         raise StudyError(
-            f'{job.label} finished with another config than the study now asks for ({"; ".join(diffs[:3])}'
+            f'{job.label} {"finished" if job.done else "started"} with another config than the study now asks '
+            f'for ({"; ".join(diffs[:3])}'
             f'{more}): use another --out, or delete {job.run_dir} to run it again'
         )
 
@@ -325,10 +326,10 @@ def _run_jobs(
     spec: StudySpec, jobs: Sequence[StudyJob], out: Path, *, device: str | None,
     progress: bool, figure_images: int, log: Callable[[str], None],
 ) -> None:  # fmt: skip
-    # Every finished run is checked before any training: a changed study file stops here, not midway.
+    # Every saved run is checked before any training: a changed study file stops here, not midway.
     for job in jobs:
-        if job.done and job.same_as is None:
-            check_finished(job)
+        if job.same_as is None:
+            check_saved_config(job)
     own = [j for j in jobs if j.same_as is None]
     todo = [j for j in own if not j.done]
     shared = len(jobs) - len(own)
