@@ -406,3 +406,17 @@ def test_synthetic_study_with_a_pretrained_cell(tmp_path):
     assert ft['data']['root'] == str(data.resolve())
     assert result.cells[1].runs[0].num_images == 16
     assert any(line.startswith('[2/2] ft seed 0 ... done in') for line in lines), lines
+
+
+def test_cells_flag_checks_only_the_cells_it_runs(tmp_path, capsys):
+    path = _study(
+        tmp_path,
+        'cells: [{name: a, recipe: tiny.yaml}, {name: b, recipe: synthetic/not_yet},'
+        " {name: c, recipe: tiny.yaml, overrides: ['initial_checkpoint={best:a}']}]\n",
+    )
+    out = tmp_path / 'out'
+    assert main(['study', str(path), '--out', str(out), '--cells', 'c', '--report-only', '--json', '-']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c['name'] for c in report['cells']] == ['a', 'c'] and not report['done']
+    assert main(['study', str(path), '--out', str(out), '--report-only']) == 2
+    assert "cell 'b': recipe file not found: synthetic/not_yet" in capsys.readouterr().err

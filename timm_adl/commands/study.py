@@ -90,7 +90,7 @@ def _list(json_path: str | None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CliError
-    from ..study import load_study, run_study
+    from ..study import check_study, load_study, run_study
 
     if args.list:
         return _list(args.json)
@@ -100,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f'--seeds has repeats: {args.seeds}')
     if args.figure_images < 0:
         raise CliError(f'--figure-images must be >= 0, got {args.figure_images}')
-    spec = load_study(args.study, seeds=args.seeds)
+    spec = load_study(args.study, seeds=args.seeds, check=False)
     if args.cells:
         spec = spec.select(args.cells)
+    check_study(spec)  # the cells that will run: their recipes and overrides load
     out = args.out or default_output('study', spec.name)
     result = run_study(
         spec,

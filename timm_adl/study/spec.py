@@ -42,6 +42,8 @@ __all__ = [
     'StudyError',
     'StudyInfo',
     'StudySpec',
+    'check_cell',
+    'check_study',
     'list_studies',
     'load_study',
     'resolve_study',
@@ -413,6 +415,12 @@ def check_cell(cell: CellSpec) -> None:
         raise StudyError(f'cell {cell.name!r}: {err}') from None
 
 
+def check_study(spec: StudySpec) -> None:
+    """:func:`check_cell` for every cell of ``spec`` (after ``select``: only the cells that will run)."""
+    for cell in spec.cells:
+        check_cell(cell)
+
+
 def load_study(
     source: str | os.PathLike, *, seeds: Sequence[int] | None = None, check: bool = True
 ) -> StudySpec:
@@ -426,7 +434,7 @@ def load_study(
     if not cells:
         raise StudyError(f'study {path.name} has no cells (give cells, grid or include)')
     ordered = _order(cells, f'study {path.name}')
+    spec = StudySpec(name=name, description=description, cells=ordered, groups=tuple(groups), path=path)
     if check:
-        for cell in ordered:
-            check_cell(cell)
-    return StudySpec(name=name, description=description, cells=ordered, groups=tuple(groups), path=path)
+        check_study(spec)
+    return spec
