@@ -293,61 +293,68 @@ def _prefixed(text: str, prefix: str) -> str:
     return BEST_REF.sub(lambda m: '{best:' + prefix + m.group(1) + '}', text)
 
 
-def _parse(
-    path: Path, seeds: Sequence[int] | None, stack: tuple[Path, ...]
-) -> tuple[str, str, list[CellSpec], list[str]]:
-    data = _read_yaml(path)
-    where = f'study {path.name}'
-    _check_keys(data, STUDY_KEYS, where)
+@dataclass(frozen=True)
+class _Defaults:
+    """What a study file gives every one of its cells."""
+
+    group: str
+    seeds: tuple[int, ...]
+    split: str
+    overrides: tuple[str, ...]
+    data: DataSpec
+    folder: Path  # the study file's folder: recipe files and includes are found from it
+
+
+def _cell(raw: Any, where: str, defaults: _Defaults) -> CellSpec:
+    raw = _mapping(raw, where)
+    _check_keys(raw, CELL_KEYS, where)
+    for key in ('name', 'recipe'):
+        if not raw.get(key):
+            raise StudyError(f'{where}: {key} is required')
+    recipe = str(raw['recipe'])
+    if not Path(recipe).is_absolute() and (defaults.folder / recipe).is_file():
+        recipe = str((defaults.folder / recipe).resolve())  # a recipe file beside the study file
+    return CellSpec(
+        name=_cell_name(raw['name'], where),
+        recipe=recipe,
+        overrides=defaults.overrides + _str_list(raw.get('overrides'), f'{where}.overrides'),
+        seeds=_seeds(raw['seeds'], f'{where}.seeds') if 'seeds' in raw else defaults.seeds,
+        data=_data(raw.get('data'), f'{where}.data', base=defaults.data),
+        eval_split=defaults.split,
+        group=defaults.group,
+        description=str(raw.get('description') or ''),
+    )
+
+
+def _defaults(data: Mapping, path: Path, seeds: Sequence[int] | None, where: str) -> _Defaults:
     name = data.get('name') or path.stem
     if not isinstance(name, str):
         raise StudyError(f'{where}: name must be a string, got {name!r}')
-    description = str(data.get('description') or '').strip()
-    default_seeds = (
-        _seeds(seeds, '--seeds') if seeds is not None else _seeds(data.get('seeds', [0]), f'{where}: seeds')
-    )
     split = data.get('eval_split', 'test')
     if split not in EVAL_SPLITS:
-        raise StudyError(
-            f'{where}: eval_split {split!r} must be one of {", ".join(EVAL_SPLITS)}{_closest(split, EVAL_SPLITS)}'
-        )
-    common = _str_list(data.get('overrides'), f'{where}: overrides')
-    data_spec = _data(data.get('data'), f'{where}: data')
+        hint = _closest(split, EVAL_SPLITS)
+        raise StudyError(f'{where}: eval_split {split!r} must be one of {", ".join(EVAL_SPLITS)}{hint}')
+    return _Defaults(
+        group=name,
+        seeds=_seeds(seeds, '--seeds')
+        if seeds is not None
+        else _seeds(data.get('seeds', [0]), f'{where}: seeds'),
+        split=split,
+        overrides=_str_list(data.get('overrides'), f'{where}: overrides'),
+        data=_data(data.get('data'), f'{where}: data'),
+        folder=path.parent,
+    )
 
-    raw_cells = data.get('cells') or []
-    if not isinstance(raw_cells, list):
-        raise StudyError(f'{where}: cells must be a list of mappings, got {raw_cells!r}')
-    raw_cells = list(raw_cells)
-    if data.get('grid') is not None:
-        raw_cells += _grid_cells(_mapping(data['grid'], f'{where}: grid'), f'{where}: grid')
-    cells: list[CellSpec] = []
-    for i, raw in enumerate(raw_cells):
-        cw = f'{where}: cells[{i}]'
-        raw = _mapping(raw, cw)
-        _check_keys(raw, CELL_KEYS, cw)
-        for key in ('name', 'recipe'):
-            if not raw.get(key):
-                raise StudyError(f'{cw}: {key} is required')
-        own_seeds = _seeds(raw['seeds'], f'{cw}.seeds') if 'seeds' in raw else default_seeds
-        recipe = str(raw['recipe'])
-        if not Path(recipe).is_absolute() and (path.parent / recipe).is_file():
-            recipe = str((path.parent / recipe).resolve())  # a recipe file beside the study file
-        cells.append(
-            CellSpec(
-                name=_cell_name(raw['name'], cw),
-                recipe=recipe,
-                overrides=common + _str_list(raw.get('overrides'), f'{cw}.overrides'),
-                seeds=own_seeds,
-                data=_data(raw.get('data'), f'{cw}.data', base=data_spec),
-                eval_split=split,
-                group=name,
-                description=str(raw.get('description') or ''),
-            )
-        )
-    groups = [name] if cells else []
+
+def _included(
+    data: Mapping, path: Path, seeds: Sequence[int] | None, stack: tuple[Path, ...], where: str
+) -> tuple[list[CellSpec], list[str]]:
+    """The cells of the studies ``include`` names, as ``<file stem>/<cell>`` (their ``{best:}`` too)."""
     includes = data.get('include') or []
     if not isinstance(includes, list):
         raise StudyError(f'{where}: include must be a list of study names or files, got {includes!r}')
+    cells: list[CellSpec] = []
+    groups: list[str] = []
     for inc in includes:
         inc_path = resolve_study(str(inc), base=path.parent)
         if inc_path.resolve() in stack:
@@ -355,11 +362,31 @@ def _parse(
         _, _, inc_cells, inc_groups = _parse(inc_path, seeds, (*stack, inc_path.resolve()))
         prefix = inc_path.stem + '/'
         for c in inc_cells:
-            cells.append(
-                replace(c, name=prefix + c.name, overrides=tuple(_prefixed(o, prefix) for o in c.overrides))
-            )
+            overrides = tuple(_prefixed(o, prefix) for o in c.overrides)
+            cells.append(replace(c, name=prefix + c.name, overrides=overrides))
         groups += [g for g in inc_groups if g not in groups]
-    return name, description, cells, groups
+    return cells, groups
+
+
+def _parse(
+    path: Path, seeds: Sequence[int] | None, stack: tuple[Path, ...]
+) -> tuple[str, str, list[CellSpec], list[str]]:
+    """(name, description, cells in file order, report groups) of one study file and what it includes."""
+    data = _read_yaml(path)
+    where = f'study {path.name}'
+    _check_keys(data, STUDY_KEYS, where)
+    defaults = _defaults(data, path, seeds, where)
+    raw_cells = data.get('cells') or []
+    if not isinstance(raw_cells, list):
+        raise StudyError(f'{where}: cells must be a list of mappings, got {raw_cells!r}')
+    if data.get('grid') is not None:
+        raw_cells = raw_cells + _grid_cells(_mapping(data['grid'], f'{where}: grid'), f'{where}: grid')
+    cells = [_cell(raw, f'{where}: cells[{i}]', defaults) for i, raw in enumerate(raw_cells)]
+    groups = [defaults.group] if cells else []
+    inc_cells, inc_groups = _included(data, path, seeds, stack, where)
+    groups += [g for g in inc_groups if g not in groups]
+    description = str(data.get('description') or '').strip()
+    return defaults.group, description, cells + inc_cells, groups
 
 
 def _order(cells: list[CellSpec], where: str) -> tuple[CellSpec, ...]:
