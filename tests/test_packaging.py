@@ -85,11 +85,12 @@ def test_pyproject_lists_every_package():
     tomllib = pytest.importorskip('tomllib')
     config = tomllib.loads((REPO / 'pyproject.toml').read_text())['tool']['setuptools']
     expected = {'.'.join(p.relative_to(REPO).parent.parts) for p in REPO.glob('timm_adl/**/__init__.py')}
-    expected |= {'timm_adl.recipes'} | {
-        f'timm_adl.recipes.{p.name}' for p in REPO.glob('recipes/*/') if p.is_dir()
-    }
+    for data in ('recipes', 'studies'):  # YAML folders mapped into the package
+        expected |= {f'timm_adl.{data}'} | {
+            f'timm_adl.{data}.{p.name}' for p in REPO.glob(f'{data}/*/') if p.is_dir()
+        }
     assert set(config['packages']) == expected
-    assert config['package-dir'] == {'timm_adl.recipes': 'recipes'}
+    assert config['package-dir'] == {'timm_adl.recipes': 'recipes', 'timm_adl.studies': 'studies'}
     project = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']
     assert project['license'] == 'Apache-2.0' and project['license-files'] == ['LICENSE']
     assert (REPO / 'LICENSE').read_text().lstrip().startswith('Apache License')
@@ -118,6 +119,8 @@ def test_wheel_and_sdist_carry_the_package_and_recipes_only(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     recipes = {p.relative_to(REPO).as_posix() for p in REPO.glob('recipes/*/*.yaml')}
     assert {f'timm_adl/{r}' for r in recipes} <= set(names)
+    studies = {p.relative_to(REPO).as_posix() for p in REPO.glob('studies/*/*.yaml')}
+    assert studies and {f'timm_adl/{s}' for s in studies} <= set(names)
     modules = {p.relative_to(REPO).as_posix() for p in REPO.glob('timm_adl/**/*.py')}
     assert modules <= set(names)
     assert any(n.endswith('.dist-info/licenses/LICENSE') for n in names)
@@ -126,5 +129,5 @@ def test_wheel_and_sdist_carry_the_package_and_recipes_only(tmp_path):
     with tarfile.open(sdist) as tar:
         members = [m.split('/', 1)[1] for m in tar.getnames() if '/' in m]
     assert {'LICENSE', 'README.md', 'pyproject.toml'} <= set(members)
-    assert recipes <= set(members)
+    assert recipes <= set(members) and studies <= set(members)
     assert not [m for m in members if m.split('/')[0] in ('tests', 'docs', 'benchmarks', '.ci')]

@@ -16,7 +16,18 @@ from collections.abc import Sequence
 from .version import __version__
 
 # Subcommand modules under timm_adl.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ('train', 'recipes', 'data', 'reproduce', 'points', 'push', 'eval', 'cam', 'demo')
+COMMANDS: tuple[str, ...] = (
+    'train',
+    'recipes',
+    'data',
+    'reproduce',
+    'points',
+    'push',
+    'eval',
+    'cam',
+    'demo',
+    'study',
+)
 
 
 class CliError(Exception):
