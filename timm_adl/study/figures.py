@@ -12,7 +12,7 @@ import torch
 
 __all__ = ['MIN_SIDE', 'FigureBatch', 'save_run_figure']
 
-MIN_SIDE = 192  # small images (the synthetic set's 96 px) are enlarged to at least this for viewing
+MIN_SIDE = 288  # small images (the synthetic set's 96 px) are enlarged to at least this for viewing
 
 
 @dataclass
@@ -54,6 +54,19 @@ def save_run_figure(batch: FigureBatch, threshold: float | None, path: Path, tit
         preds = [
             np.asarray(extract_boxes(c.numpy(), [threshold]))[0].reshape(-1, 4) * scale for c in batch.cams
         ]
-    grid = cam_grid(images, cams, gt, preds, titles=[title], mean=batch.mean, std=batch.std)
+    note = (
+        f'{title}: green boxes at the MaxBoxAcc threshold {threshold:.2f}' if threshold is not None else title
+    )
+    grid = cam_grid(
+        images,
+        cams,
+        gt,
+        preds,
+        titles=[title],
+        mean=batch.mean,
+        std=batch.std,
+        with_legend=True,
+        notes=[note],
+    )
     save_png(grid, path)
     return path

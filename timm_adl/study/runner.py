@@ -186,7 +186,7 @@ def train_and_score(
     figure = None
     if score.figure is not None:
         thr = score.best_threshold
-        title = f'{job.cell.name} seed {job.seed}' + (f', box at {thr:.2f}' if thr is not None else '')
+        title = f'{job.cell.name} seed {job.seed}'
         figure = _relative(save_run_figure(score.figure, thr, job.run_dir / FIGURE_NAME, title), out)
     result = RunResult(
         cell=job.cell.name,
