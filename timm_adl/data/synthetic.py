@@ -54,10 +54,12 @@ from ..files import atomic_write_bytes
 
 __all__ = [
     'SPLITS',
+    'SYNTHETIC_VARIANTS',
     'SyntheticConfig',
     'make_synthetic_wsol',
     'render_synthetic',
     'synthetic_sample_grid',
+    'synthetic_variant',
 ]
 
 # Bump when a change to the renderer changes the pixels, so cached sets are regenerated.
@@ -88,6 +90,13 @@ class SyntheticConfig:
     stripe_jitter: float = 8.0  # degrees around the class orientation 180 * k / num_classes
     p_body_noise: float = 0.5  # fraction of bodies with a uniformly random stripe orientation
     body_tint: float = 0.0  # optional extra body cue: amount of the class colour mixed into the body (0-1)
+    # an imperfect head: this fraction of heads take the colour of a uniformly random class
+    p_head_noise: float = 0.0
+    has_head: bool = True  # False: no head at all (the head-less 'pretrain' set); boxes cover the body only
+    # body-colour families: 0 = the body colour is random (no cue); F > 0 = class k has colour family k % F
+    # and stripe orientation uniform in the (k // F)-th of num_classes / F equal ranges of 0-180 degrees
+    # (a cue spread over the whole object: the 'pretrain' set)
+    body_families: int = 0
     # clutter
     clutter_sat: float = 0.5  # saturation kept in background, distractors and body colours (1 = unchanged)
     bg_noise: float = 45.0  # amplitude of the smooth background colour noise
@@ -116,6 +125,14 @@ class SyntheticConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f'{name} must be a (low, high) range with 0 <= low <= high, got {(lo, hi)}')
+        if not 0 <= self.p_head_noise <= 1 or not 0 <= self.p_body_noise <= 1:
+            raise ValueError(
+                f'p_head_noise and p_body_noise must be in [0, 1], got {self.p_head_noise}, {self.p_body_noise}'
+            )
+        if self.body_families < 0 or (self.body_families and self.num_classes % self.body_families):
+            raise ValueError(
+                f'body_families must be 0 or divide num_classes={self.num_classes}, got {self.body_families}'
+            )
         for split, n in self.sizes.items():
             if split not in SPLITS:
                 raise ValueError(f'unknown split {split!r} in sizes; expected some of {SPLITS}')
@@ -133,6 +150,62 @@ class SyntheticConfig:
         d = dataclasses.asdict(self)
         d['sizes'] = dict(self.sizes)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# The named designs. 'head-only' spells out every field, so it keeps rendering version 1's pixels whatever
+# the dataclass defaults become.
+_HEAD_ONLY = SyntheticConfig(
+    img_size=96,
+    num_classes=6,
+    head_radius=(4.0, 5.5),
+    head_hue_jitter=0.02,
+    head_along=(1.0, 1.0),
+    head_offset=0.6,
+    body_a=(14.0, 22.0),
+    body_b=(8.0, 13.0),
+    stripe_period=(5.0, 7.0),
+    stripe_contrast=(30.0, 60.0),
+    stripe_jitter=8.0,
+    p_body_noise=0.5,
+    body_tint=0.0,
+    p_head_noise=0.0,
+    has_head=True,
+    body_families=0,
+    clutter_sat=0.5,
+    bg_noise=45.0,
+    bg_grid=6,
+    distractors=(3, 6),
+    distractor_size=(5.0, 14.0),
+    pixel_noise=8.0,
+    sizes={'train': 6000, 'train-fullsup': 300, 'val': 600, 'test': 1000},
+)
+SYNTHETIC_VARIANTS: dict[str, SyntheticConfig] = {
+    # calibrated on val so that the CAM baseline lands in CUB's fair-protocol range (docs/synthetic_calibration.md)
+    'default': SyntheticConfig(),
+    # the extreme case: a perfect, unique head and a weak body; CAM classifies at 100 % from the head alone
+    'head-only': _HEAD_ONLY,
+    # the ImageNet stand-in for pretraining: no head, 12 classes = 4 stripe-orientation ranges x 3 body-colour
+    # families, so every cue is spread over the whole object; same background and clutter as the WSOL sets
+    'pretrain': _HEAD_ONLY.replace(
+        num_classes=12,
+        has_head=False,
+        body_families=3,
+        p_body_noise=0.0,
+        stripe_contrast=(40.0, 80.0),
+        sizes={'train': 6000, 'train-fullsup': 0, 'val': 600, 'test': 600},
+    ),
+}
+
+
+def synthetic_variant(name: str) -> SyntheticConfig:
+    """The named design ``name`` (a key of :data:`SYNTHETIC_VARIANTS`)."""
+    try:
+        return SYNTHETIC_VARIANTS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), SYNTHETIC_VARIANTS, n=3, cutoff=0.0)
+        raise ValueError(f'unknown synthetic variant {name!r}; closest valid: {", ".join(close)}') from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,6 +268,8 @@ def _sample_params(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> di
     tint = _hsv_to_rgb(p['label'] / k, np.ones(n), np.full(n, 0.8))
     body_rgb = _desaturate(body_rgb, cfg.clutter_sat)
     p['body_rgb'] = (1 - cfg.body_tint) * body_rgb + cfg.body_tint * tint
+    if not cfg.has_head:
+        p['head_r'] = np.zeros(n)
     # placement: the whole object inside the image with a 1 px margin
     ca, sa = np.cos(p['theta']), np.sin(p['theta'])
     ex = np.sqrt((p['a'] * ca) ** 2 + (p['b'] * sa) ** 2)
@@ -222,7 +297,34 @@ def _sample_params(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> di
     p['d_s'] = rng.uniform(cfg.distractor_size[0], cfg.distractor_size[1], (n, m))
     p['d_rot'] = rng.uniform(0, 2 * np.pi, (n, m))
     p['d_rgb'] = rng.uniform(20, 235, (n, m, 3))
+    _sample_new_cues(cfg, p, rng)
     return p
+
+
+def _sample_new_cues(cfg: SyntheticConfig, p: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """The cues added after version 1 (noisy heads, body-colour families).
+
+    Drawn after every version-1 draw, and only when switched on, so a config without them (the 'head-only'
+    variant) consumes the random stream exactly as before and renders the very same pixels.
+    """
+    n, k = len(p['label']), cfg.num_classes
+    if cfg.p_head_noise > 0:
+        noisy = rng.random(n) < cfg.p_head_noise
+        other = rng.integers(0, k, n)
+        hue = other / k + rng.uniform(-cfg.head_hue_jitter, cfg.head_hue_jitter, n)
+        noisy_rgb = _hsv_to_rgb(hue, rng.uniform(0.85, 1.0, n), rng.uniform(0.85, 1.0, n))
+        p['head_rgb'] = np.where(noisy[:, None], noisy_rgb, p['head_rgb'])
+    if cfg.body_families:
+        fam = p['label'] % cfg.body_families
+        ranges = k // cfg.body_families
+        deg = 180.0 * (p['label'] // cfg.body_families + rng.random(n)) / ranges
+        p['stripe_phi'] = np.deg2rad(np.where(p['body_noise'], np.rad2deg(p['stripe_phi']), deg))
+        # a colour family: grey plus a push of 45-70 towards the family's hue, small per-channel jitter
+        direction = _hsv_to_rgb(fam / cfg.body_families, np.ones(n), np.ones(n)) / 255.0
+        direction -= direction.mean(axis=1, keepdims=True)
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        rgb = rng.uniform(90, 160, (n, 1)) + rng.uniform(45, 70, (n, 1)) * direction
+        p['body_rgb'] = _desaturate(rgb + rng.uniform(-12, 12, (n, 3)), cfg.clutter_sat)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,6 +402,8 @@ def _render_chunk(
     # head: class-coloured disk
     hr = col(p['head_r'])
     head_alpha = _soft(np.sqrt((xx - col(p['hx'])) ** 2 + (yy - col(p['hy'])) ** 2) - hr)
+    if not cfg.has_head:
+        head_alpha = np.zeros_like(head_alpha)
     if draw_head:
         img = img + head_alpha[..., None] * (p['head_rgb'].astype(np.float32)[:, None, None, :] - img)
     mask = np.maximum(body_alpha, head_alpha) >= 0.5
