@@ -88,10 +88,10 @@ class SyntheticConfig:
     stripe_period: tuple[float, float] = (5.0, 7.0)
     stripe_contrast: tuple[float, float] = (30.0, 60.0)  # peak-to-mean amplitude, 0-255 scale
     stripe_jitter: float = 8.0  # degrees around the class orientation 180 * k / num_classes
-    p_body_noise: float = 0.5  # fraction of bodies with a uniformly random stripe orientation
+    p_body_noise: float = 0.3  # fraction of bodies with a uniformly random stripe orientation
     body_tint: float = 0.0  # optional extra body cue: amount of the class colour mixed into the body (0-1)
     # an imperfect head: this fraction of heads take the colour of a uniformly random class
-    p_head_noise: float = 0.0
+    p_head_noise: float = 0.15
     has_head: bool = True  # False: no head at all (the head-less 'pretrain' set); boxes cover the body only
     # body-colour families: 0 = the body colour is random (no cue); F > 0 = class k has colour family k % F
     # and stripe orientation uniform in the (k // F)-th of num_classes / F equal ranges of 0-180 degrees
@@ -106,7 +106,7 @@ class SyntheticConfig:
     pixel_noise: float = 8.0  # per-pixel Gaussian noise sigma
     # split sizes (images)
     sizes: Mapping[str, int] = field(
-        default_factory=lambda: {'train': 6000, 'train-fullsup': 300, 'val': 600, 'test': 1000}
+        default_factory=lambda: {'train': 3000, 'train-fullsup': 300, 'val': 600, 'test': 1000}
     )
 
     def __post_init__(self) -> None:
