@@ -3,16 +3,22 @@
 CUB-200-2011 is hard for CAM because a bird's most discriminative part (the head) is small, while the box
 covers the whole bird. Every image here has one object made of the same two parts:
 
-* a **head**: a small disk whose colour is the class (a perfect, easy cue);
+* a **head**: a small disk whose colour is the class (an easy cue; ``p_head_noise`` of the heads take a
+  random class's colour);
 * a **body**: a larger rotated ellipse filled with stripes whose absolute orientation is the class (a
-  weaker cue: harder to learn, lower contrast, and random on half the images by default,
-  ``p_body_noise=0.5``, so the body alone classifies at most ~58 %), with the head at one end;
+  weaker cue: harder to learn, lower contrast, random on ``p_body_noise`` of the images), with the head at
+  one end;
 
 on a background of smooth colour noise with desaturated distractor shapes (so the head's saturated colour
 is unique, as a bird's head markings are). The ground truth box (and mask) is the whole object, head plus
-body. A CAM network learns the head first and then has no reason to learn the body, so its CAM covers the
-head only: high Top-1 Clas, low localization; the failure ADL targets. (Measured with the demo's network:
-Top-1 100 %, Top-1 with the head erased ~18 % (chance 17 %), CAM peak on the head for ~80-95 % of images.)
+body. Three named designs (:data:`SYNTHETIC_VARIANTS`, :func:`synthetic_variant`):
+
+* ``'default'`` (= ``SyntheticConfig()``): calibrated on ``val`` with the CAM baseline only, so that CAM
+  lands in CUB's fair-protocol range (val Top-1 77.2 %, MaxBoxAccV2 58.3 %; docs/synthetic_calibration.md);
+* ``'head-only'``: the version-1 design, pixel for pixel: a perfect head and a weak body, the extreme case
+  where CAM learns the head only (test: Top-1 100 %, MaxBoxAcc 9.7 %, MaxBoxAccV2 23.3 %);
+* ``'pretrain'``: head-less, 12 classes = stripe-orientation range x body-colour family: the stand-in for
+  ImageNet pretraining, every cue spread over the whole object.
 
 What varies per image: class, head size and hue jitter, body size, orientation, base colour, stripe
 period, phase and contrast, object position, background colours, 3-6 distractors (square, triangle, bar)
@@ -33,7 +39,8 @@ clovaai/wsolevaluation's metadata layout, so ``create_wsol_dataset('wsol-metadat
     <root>/synthetic.json                          the generator settings, for the cache check
 
 Public entry points: :func:`make_synthetic_wsol` (write, or reuse, a data set), :func:`render_synthetic`
-(in memory), :class:`SyntheticConfig` (what varies) and :func:`synthetic_sample_grid` (a picture).
+(in memory), :class:`SyntheticConfig` (what varies), :func:`synthetic_variant` (the named designs) and
+:func:`synthetic_sample_grid` (a picture).
 """
 
 from __future__ import annotations
