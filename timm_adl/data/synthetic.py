@@ -591,7 +591,7 @@ def synthetic_sample_grid(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m timm_adl.data.synthetic OUT.png``: write a picture of samples (the README's)."""
+    """``python -m timm_adl.data.synthetic OUT.png [--variant NAME]``: write a picture of samples (the README's)."""
     import argparse
 
     import cv2
@@ -599,8 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument('out', help='PNG file to write')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--variant', default='default', help=f'one of {", ".join(SYNTHETIC_VARIANTS)}')
     args = parser.parse_args(argv)
-    grid = synthetic_sample_grid(seed=args.seed)
+    try:
+        cfg = synthetic_variant(args.variant)
+    except ValueError as err:
+        parser.error(str(err))
+    grid = synthetic_sample_grid(cfg, seed=args.seed)
     ok, png = cv2.imencode('.png', grid[:, :, ::-1])
     if not ok:
         raise OSError(f'cannot encode {args.out} as PNG')
