@@ -257,3 +257,32 @@ def test_bad_variant_fields_are_named():
         SyntheticConfig(num_classes=6, body_families=4)
     with pytest.raises(ValueError, match='p_head_noise'):
         SyntheticConfig(p_head_noise=1.5)
+
+
+def test_pretrain_and_finetune_recipes_match_the_demo_recipes():
+    import dataclasses
+
+    from timm_adl.commands.demo import recipe_dir
+    from timm_adl.train import load_config
+
+    pre = load_config(recipe_dir() / 'pretrain.yaml')
+    assert pre.adl is None and pre.initial_checkpoint is None
+    for arm in ('cam', 'adl'):
+        base = load_config(recipe_dir() / f'{arm}.yaml')
+        ft = load_config(recipe_dir() / f'{arm}_ft.yaml')
+        assert ft.initial_checkpoint is None  # the study fills it with the pretrain run's weights
+        assert (ft.optim.lr_backbone_mult, ft.optim.lr_head_mult) == (0.1, 1.0)
+        assert dataclasses.replace(ft.optim, lr_backbone_mult=1.0) == base.optim
+        for key in (
+            'model',
+            'model_kwargs',
+            'img_size',
+            'epochs',
+            'batch_size',
+            'sched',
+            'aug',
+            'data',
+            'adl',
+        ):
+            assert getattr(ft, key) == getattr(base, key), (arm, key)
+        assert (pre.model, pre.model_kwargs) == (base.model, base.model_kwargs)
