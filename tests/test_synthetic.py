@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from timm_adl.data import create_wsol_dataset
-from timm_adl.data.synthetic import SPLITS, SyntheticConfig, make_synthetic_wsol, render_synthetic
+from timm_adl.data.synthetic import (
+    SPLITS,
+    SYNTHETIC_VARIANTS,
+    SyntheticConfig,
+    make_synthetic_wsol,
+    render_synthetic,
+    synthetic_variant,
+)
 
 SMALL = {'train': 20, 'train-fullsup': 6, 'val': 8, 'test': 10}
 
@@ -167,3 +174,115 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
 def test_bad_config_is_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticConfig(**kwargs)
+
+
+# sha256 of images + masks + labels + boxes of the first 8 images, rendered by the version-1 renderer (main
+# before the named variants, commit 07da2dd) with its default settings: 'head-only' must keep them exactly
+HEAD_ONLY_SHA256 = {
+    'train': '26b491fb48fc234bbcdf9412848ac2a07c4029f23cd9b991812cde2ad4f5912c',
+    'val': '6c5dce6448301222719028df9ef59146b902e3a133114e8b9e12214848b49c8c',
+}
+HEAD_ONLY_NO_HEAD_SHA256 = '885b3659cf52ee4734b27415530972e11c2a24fe3d0f97e7655cf3004185ac4e'
+
+
+def _digest(d: dict) -> str:
+    parts = (d['images'], d['masks'], d['labels'], d['boxes'])
+    return hashlib.sha256(b''.join(p.tobytes() for p in parts)).hexdigest()
+
+
+def test_named_variants_exist():
+    assert set(SYNTHETIC_VARIANTS) == {'default', 'head-only', 'pretrain'}
+    assert synthetic_variant('default') == SyntheticConfig()  # the demo's SyntheticConfig() is the default
+    for name, cfg in SYNTHETIC_VARIANTS.items():
+        assert synthetic_variant(name) is cfg
+
+
+def test_head_only_is_pixel_identical_to_version_1():
+    cfg = synthetic_variant('head-only')
+    for split, expected in HEAD_ONLY_SHA256.items():
+        assert _digest(render_synthetic(cfg, split, n=8, seed=0)) == expected, split
+    erased = render_synthetic(cfg, 'test', n=4, seed=3, draw_head=False)
+    assert hashlib.sha256(erased['images'].tobytes()).hexdigest() == HEAD_ONLY_NO_HEAD_SHA256
+
+
+def test_unknown_variant_lists_the_closest():
+    with pytest.raises(ValueError, match=r"unknown synthetic variant 'head_only'; closest valid: head-only"):
+        synthetic_variant('head_only')
+
+
+def test_default_head_is_an_imperfect_cue():
+    cfg = synthetic_variant('default')
+    assert cfg.has_head and 0 < cfg.p_head_noise < 1 and cfg.p_body_noise < 0.5
+    d = render_synthetic(cfg, 'val', n=512, seed=0)
+    # the head's hue names the class except on about p_head_noise * 5/6 of the images (a random class)
+    hx = ((d['head_boxes'][:, 0] + d['head_boxes'][:, 2]) / 2).round().astype(int)
+    hy = ((d['head_boxes'][:, 1] + d['head_boxes'][:, 3]) / 2).round().astype(int)
+    centre = d['images'][np.arange(len(hx)), hy, hx].astype(float) / 255
+    mx, mn = centre.max(1), centre.min(1)
+    hue = np.zeros(len(hx))
+    for c, off in ((0, 0.0), (1, 1 / 3), (2, 2 / 3)):  # coarse hue of saturated pixels
+        sel = centre.argmax(1) == c
+        nxt, prv = centre[sel, (c + 1) % 3], centre[sel, (c + 2) % 3]
+        hue[sel] = (off + (nxt - prv) / (6 * np.maximum(mx[sel] - mn[sel], 1e-6))) % 1
+    named = np.rint(hue * cfg.num_classes).astype(int) % cfg.num_classes
+    agree = (named == d['labels']).mean()
+    expected = 1 - cfg.p_head_noise * (cfg.num_classes - 1) / cfg.num_classes
+    assert abs(agree - expected) < 0.08, (agree, expected)
+
+
+def test_pretrain_is_head_less_with_cues_over_the_body():
+    cfg = synthetic_variant('pretrain')
+    assert not cfg.has_head and cfg.num_classes >= 12 and cfg.body_families > 1
+    d = render_synthetic(cfg, 'train', n=64, seed=0)
+    erased = render_synthetic(cfg, 'train', n=64, seed=0, draw_head=False)
+    np.testing.assert_array_equal(d['images'], erased['images'])  # there is no head to erase
+    assert set(np.unique(d['labels'])) == set(range(cfg.num_classes))
+    for box, mask in zip(d['boxes'], d['masks'], strict=True):
+        ys, xs = np.nonzero(mask)
+        assert (xs.min(), ys.min(), xs.max(), ys.max()) == tuple(box)
+
+
+def test_pretrain_body_colour_family_is_the_class():
+    cfg = synthetic_variant('pretrain')
+    d = render_synthetic(cfg.replace(stripe_contrast=(0.0, 0.0), pixel_noise=0.0), 'val', n=256, seed=1)
+    body = np.stack([img[m].mean(0) for img, m in zip(d['images'], d['masks'], strict=True)])
+    family = d['labels'] % cfg.body_families
+    centres = np.stack([body[family == f].mean(0) for f in range(cfg.body_families)])
+    nearest = np.linalg.norm(body[:, None] - centres[None], axis=-1).argmin(1)
+    assert (nearest == family).mean() > 0.95
+
+
+def test_bad_variant_fields_are_named():
+    with pytest.raises(ValueError, match='body_families'):
+        SyntheticConfig(num_classes=6, body_families=4)
+    with pytest.raises(ValueError, match='p_head_noise'):
+        SyntheticConfig(p_head_noise=1.5)
+
+
+def test_pretrain_and_finetune_recipes_match_the_demo_recipes():
+    import dataclasses
+
+    from timm_adl.commands.demo import recipe_dir
+    from timm_adl.train import load_config
+
+    pre = load_config(recipe_dir() / 'pretrain.yaml')
+    assert pre.adl is None and pre.initial_checkpoint is None
+    for arm in ('cam', 'adl'):
+        base = load_config(recipe_dir() / f'{arm}.yaml')
+        ft = load_config(recipe_dir() / f'{arm}_ft.yaml')
+        assert ft.initial_checkpoint is None  # the study fills it with the pretrain run's weights
+        assert (ft.optim.lr_backbone_mult, ft.optim.lr_head_mult) == (0.1, 1.0)
+        assert dataclasses.replace(ft.optim, lr_backbone_mult=1.0) == base.optim
+        for key in (
+            'model',
+            'model_kwargs',
+            'img_size',
+            'epochs',
+            'batch_size',
+            'sched',
+            'aug',
+            'data',
+            'adl',
+        ):
+            assert getattr(ft, key) == getattr(base, key), (arm, key)
+        assert (pre.model, pre.model_kwargs) == (base.model, base.model_kwargs)

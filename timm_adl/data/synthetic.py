@@ -3,16 +3,22 @@
 CUB-200-2011 is hard for CAM because a bird's most discriminative part (the head) is small, while the box
 covers the whole bird. Every image here has one object made of the same two parts:
 
-* a **head**: a small disk whose colour is the class (a perfect, easy cue);
+* a **head**: a small disk whose colour is the class (an easy cue; ``p_head_noise`` of the heads take a
+  random class's colour);
 * a **body**: a larger rotated ellipse filled with stripes whose absolute orientation is the class (a
-  weaker cue: harder to learn, lower contrast, and random on half the images by default,
-  ``p_body_noise=0.5``, so the body alone classifies at most ~58 %), with the head at one end;
+  weaker cue: harder to learn, lower contrast, random on ``p_body_noise`` of the images), with the head at
+  one end;
 
 on a background of smooth colour noise with desaturated distractor shapes (so the head's saturated colour
 is unique, as a bird's head markings are). The ground truth box (and mask) is the whole object, head plus
-body. A CAM network learns the head first and then has no reason to learn the body, so its CAM covers the
-head only: high Top-1 Clas, low localization; the failure ADL targets. (Measured with the demo's network:
-Top-1 100 %, Top-1 with the head erased ~18 % (chance 17 %), CAM peak on the head for ~80-95 % of images.)
+body. Three named designs (:data:`SYNTHETIC_VARIANTS`, :func:`synthetic_variant`):
+
+* ``'default'`` (= ``SyntheticConfig()``): calibrated on ``val`` with the CAM baseline only, so that CAM
+  lands in CUB's fair-protocol range (val Top-1 77.2 %, MaxBoxAccV2 58.3 %; docs/synthetic_calibration.md);
+* ``'head-only'``: the version-1 design, pixel for pixel: a perfect head and a weak body, the extreme case
+  where CAM learns the head only (test: Top-1 100 %, MaxBoxAcc 9.7 %, MaxBoxAccV2 23.3 %);
+* ``'pretrain'``: head-less, 12 classes = stripe-orientation range x body-colour family: the stand-in for
+  ImageNet pretraining, every cue spread over the whole object.
 
 What varies per image: class, head size and hue jitter, body size, orientation, base colour, stripe
 period, phase and contrast, object position, background colours, 3-6 distractors (square, triangle, bar)
@@ -33,7 +39,8 @@ clovaai/wsolevaluation's metadata layout, so ``create_wsol_dataset('wsol-metadat
     <root>/synthetic.json                          the generator settings, for the cache check
 
 Public entry points: :func:`make_synthetic_wsol` (write, or reuse, a data set), :func:`render_synthetic`
-(in memory), :class:`SyntheticConfig` (what varies) and :func:`synthetic_sample_grid` (a picture).
+(in memory), :class:`SyntheticConfig` (what varies), :func:`synthetic_variant` (the named designs) and
+:func:`synthetic_sample_grid` (a picture).
 """
 
 from __future__ import annotations
@@ -54,10 +61,12 @@ from ..files import atomic_write_bytes
 
 __all__ = [
     'SPLITS',
+    'SYNTHETIC_VARIANTS',
     'SyntheticConfig',
     'make_synthetic_wsol',
     'render_synthetic',
     'synthetic_sample_grid',
+    'synthetic_variant',
 ]
 
 # Bump when a change to the renderer changes the pixels, so cached sets are regenerated.
@@ -86,8 +95,15 @@ class SyntheticConfig:
     stripe_period: tuple[float, float] = (5.0, 7.0)
     stripe_contrast: tuple[float, float] = (30.0, 60.0)  # peak-to-mean amplitude, 0-255 scale
     stripe_jitter: float = 8.0  # degrees around the class orientation 180 * k / num_classes
-    p_body_noise: float = 0.5  # fraction of bodies with a uniformly random stripe orientation
+    p_body_noise: float = 0.3  # fraction of bodies with a uniformly random stripe orientation
     body_tint: float = 0.0  # optional extra body cue: amount of the class colour mixed into the body (0-1)
+    # an imperfect head: this fraction of heads take the colour of a uniformly random class
+    p_head_noise: float = 0.15
+    has_head: bool = True  # False: no head at all (the head-less 'pretrain' set); boxes cover the body only
+    # body-colour families: 0 = the body colour is random (no cue); F > 0 = class k has colour family k % F
+    # and stripe orientation uniform in the (k // F)-th of num_classes / F equal ranges of 0-180 degrees
+    # (a cue spread over the whole object: the 'pretrain' set)
+    body_families: int = 0
     # clutter
     clutter_sat: float = 0.5  # saturation kept in background, distractors and body colours (1 = unchanged)
     bg_noise: float = 45.0  # amplitude of the smooth background colour noise
@@ -97,7 +113,7 @@ class SyntheticConfig:
     pixel_noise: float = 8.0  # per-pixel Gaussian noise sigma
     # split sizes (images)
     sizes: Mapping[str, int] = field(
-        default_factory=lambda: {'train': 6000, 'train-fullsup': 300, 'val': 600, 'test': 1000}
+        default_factory=lambda: {'train': 3000, 'train-fullsup': 300, 'val': 600, 'test': 1000}
     )
 
     def __post_init__(self) -> None:
@@ -116,6 +132,14 @@ class SyntheticConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f'{name} must be a (low, high) range with 0 <= low <= high, got {(lo, hi)}')
+        if not 0 <= self.p_head_noise <= 1 or not 0 <= self.p_body_noise <= 1:
+            raise ValueError(
+                f'p_head_noise and p_body_noise must be in [0, 1], got {self.p_head_noise}, {self.p_body_noise}'
+            )
+        if self.body_families < 0 or (self.body_families and self.num_classes % self.body_families):
+            raise ValueError(
+                f'body_families must be 0 or divide num_classes={self.num_classes}, got {self.body_families}'
+            )
         for split, n in self.sizes.items():
             if split not in SPLITS:
                 raise ValueError(f'unknown split {split!r} in sizes; expected some of {SPLITS}')
@@ -133,6 +157,62 @@ class SyntheticConfig:
         d = dataclasses.asdict(self)
         d['sizes'] = dict(self.sizes)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# The named designs. 'head-only' spells out every field, so it keeps rendering version 1's pixels whatever
+# the dataclass defaults become.
+_HEAD_ONLY = SyntheticConfig(
+    img_size=96,
+    num_classes=6,
+    head_radius=(4.0, 5.5),
+    head_hue_jitter=0.02,
+    head_along=(1.0, 1.0),
+    head_offset=0.6,
+    body_a=(14.0, 22.0),
+    body_b=(8.0, 13.0),
+    stripe_period=(5.0, 7.0),
+    stripe_contrast=(30.0, 60.0),
+    stripe_jitter=8.0,
+    p_body_noise=0.5,
+    body_tint=0.0,
+    p_head_noise=0.0,
+    has_head=True,
+    body_families=0,
+    clutter_sat=0.5,
+    bg_noise=45.0,
+    bg_grid=6,
+    distractors=(3, 6),
+    distractor_size=(5.0, 14.0),
+    pixel_noise=8.0,
+    sizes={'train': 6000, 'train-fullsup': 300, 'val': 600, 'test': 1000},
+)
+SYNTHETIC_VARIANTS: dict[str, SyntheticConfig] = {
+    # calibrated on val so that the CAM baseline lands in CUB's fair-protocol range (docs/synthetic_calibration.md)
+    'default': SyntheticConfig(),
+    # the extreme case: a perfect, unique head and a weak body; CAM classifies at 100 % from the head alone
+    'head-only': _HEAD_ONLY,
+    # the ImageNet stand-in for pretraining: no head, 12 classes = 4 stripe-orientation ranges x 3 body-colour
+    # families, so every cue is spread over the whole object; same background and clutter as the WSOL sets
+    'pretrain': _HEAD_ONLY.replace(
+        num_classes=12,
+        has_head=False,
+        body_families=3,
+        p_body_noise=0.0,
+        stripe_contrast=(40.0, 80.0),
+        sizes={'train': 6000, 'train-fullsup': 0, 'val': 600, 'test': 600},
+    ),
+}
+
+
+def synthetic_variant(name: str) -> SyntheticConfig:
+    """The named design ``name`` (a key of :data:`SYNTHETIC_VARIANTS`)."""
+    try:
+        return SYNTHETIC_VARIANTS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), SYNTHETIC_VARIANTS, n=3, cutoff=0.0)
+        raise ValueError(f'unknown synthetic variant {name!r}; closest valid: {", ".join(close)}') from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,6 +275,8 @@ def _sample_params(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> di
     tint = _hsv_to_rgb(p['label'] / k, np.ones(n), np.full(n, 0.8))
     body_rgb = _desaturate(body_rgb, cfg.clutter_sat)
     p['body_rgb'] = (1 - cfg.body_tint) * body_rgb + cfg.body_tint * tint
+    if not cfg.has_head:
+        p['head_r'] = np.zeros(n)
     # placement: the whole object inside the image with a 1 px margin
     ca, sa = np.cos(p['theta']), np.sin(p['theta'])
     ex = np.sqrt((p['a'] * ca) ** 2 + (p['b'] * sa) ** 2)
@@ -222,7 +304,34 @@ def _sample_params(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> di
     p['d_s'] = rng.uniform(cfg.distractor_size[0], cfg.distractor_size[1], (n, m))
     p['d_rot'] = rng.uniform(0, 2 * np.pi, (n, m))
     p['d_rgb'] = rng.uniform(20, 235, (n, m, 3))
+    _sample_new_cues(cfg, p, rng)
     return p
+
+
+def _sample_new_cues(cfg: SyntheticConfig, p: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """The cues added after version 1 (noisy heads, body-colour families).
+
+    Drawn after every version-1 draw, and only when switched on, so a config without them (the 'head-only'
+    variant) consumes the random stream exactly as before and renders the very same pixels.
+    """
+    n, k = len(p['label']), cfg.num_classes
+    if cfg.p_head_noise > 0:
+        noisy = rng.random(n) < cfg.p_head_noise
+        other = rng.integers(0, k, n)
+        hue = other / k + rng.uniform(-cfg.head_hue_jitter, cfg.head_hue_jitter, n)
+        noisy_rgb = _hsv_to_rgb(hue, rng.uniform(0.85, 1.0, n), rng.uniform(0.85, 1.0, n))
+        p['head_rgb'] = np.where(noisy[:, None], noisy_rgb, p['head_rgb'])
+    if cfg.body_families:
+        fam = p['label'] % cfg.body_families
+        ranges = k // cfg.body_families
+        deg = 180.0 * (p['label'] // cfg.body_families + rng.random(n)) / ranges
+        p['stripe_phi'] = np.deg2rad(np.where(p['body_noise'], np.rad2deg(p['stripe_phi']), deg))
+        # a colour family: grey plus a push of 45-70 towards the family's hue, small per-channel jitter
+        direction = _hsv_to_rgb(fam / cfg.body_families, np.ones(n), np.ones(n)) / 255.0
+        direction -= direction.mean(axis=1, keepdims=True)
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        rgb = rng.uniform(90, 160, (n, 1)) + rng.uniform(45, 70, (n, 1)) * direction
+        p['body_rgb'] = _desaturate(rgb + rng.uniform(-12, 12, (n, 3)), cfg.clutter_sat)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,6 +409,8 @@ def _render_chunk(
     # head: class-coloured disk
     hr = col(p['head_r'])
     head_alpha = _soft(np.sqrt((xx - col(p['hx'])) ** 2 + (yy - col(p['hy'])) ** 2) - hr)
+    if not cfg.has_head:
+        head_alpha = np.zeros_like(head_alpha)
     if draw_head:
         img = img + head_alpha[..., None] * (p['head_rgb'].astype(np.float32)[:, None, None, :] - img)
     mask = np.maximum(body_alpha, head_alpha) >= 0.5
@@ -480,7 +591,7 @@ def synthetic_sample_grid(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m timm_adl.data.synthetic OUT.png``: write a picture of samples (the README's)."""
+    """``python -m timm_adl.data.synthetic OUT.png [--variant NAME]``: write a picture of samples (the README's)."""
     import argparse
 
     import cv2
@@ -488,8 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument('out', help='PNG file to write')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--variant', default='default', help=f'one of {", ".join(SYNTHETIC_VARIANTS)}')
     args = parser.parse_args(argv)
-    grid = synthetic_sample_grid(seed=args.seed)
+    try:
+        cfg = synthetic_variant(args.variant)
+    except ValueError as err:
+        parser.error(str(err))
+    grid = synthetic_sample_grid(cfg, seed=args.seed)
     ok, png = cv2.imencode('.png', grid[:, :, ::-1])
     if not ok:
         raise OSError(f'cannot encode {args.out} as PNG')
