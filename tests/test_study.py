@@ -325,37 +325,13 @@ def test_grid_and_include(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 # the shipped studies
 
-# Names other helpers of issue 14 add (recipes, config keys, synthetic variants). A shipped study may name
-# them before they exist here; once one exists, every cell using it must load. Empty this after the merge.
-PENDING = ('synthetic/has', 'synthetic/pretrain', 'synthetic/cam_ft', 'synthetic/adl_ft', '_has', 'adl.use_drop',
-           'adl.use_importance', 'aug.hide_patch', 'synthetic_variant')  # fmt: skip
-
-
-def _pending_missing(message: str) -> bool:
-    """The error names a pending name that does not exist yet."""
-    names = [p for p in PENDING if p in message]
-    for name in names:
-        if '/' in name or name == '_has':
-            try:
-                recipe = message.split('recipe file not found: ')[1].split(' ')[0]
-                resolve_recipe(recipe)
-            except (IndexError, ConfigError):
-                return True
-        else:
-            return True  # an unknown config key or variant: it is still missing
-    return False
-
 
 @pytest.mark.parametrize('info', list_studies(), ids=lambda s: s.name)
 def test_shipped_studies_load(info):
     spec = load_study(info.path, check=False)
     assert spec.cells and spec.description
     for cell in spec.cells:
-        try:
-            check_cell(cell)
-        except StudyError as err:
-            assert _pending_missing(str(err)), str(err)
-            continue
+        check_cell(cell)
         overrides = [BEST_REF.sub('/run/best.safetensors', o) for o in cell.overrides]
         cfg = load_config(resolve_recipe(cell.recipe), overrides)
         if cfg.adl is not None and cfg.adl.after:  # the insertion points exist in the model

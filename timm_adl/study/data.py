@@ -18,9 +18,6 @@ __all__ = [
     'synthetic_config',
 ]
 
-# The variant names agreed with timm_adl.data.synthetic (used only while it does not list them itself).
-_AGREED_VARIANTS = ('default', 'head-only', 'pretrain')
-
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -31,8 +28,7 @@ class PreparedData:
 def _variants() -> tuple[str, ...]:
     from ..data import synthetic
 
-    names = getattr(synthetic, 'SYNTHETIC_VARIANTS', None)
-    return tuple(names) if names is not None else _AGREED_VARIANTS
+    return tuple(synthetic.SYNTHETIC_VARIANTS)
 
 
 def check_variant(name: str, where: str) -> None:
@@ -50,16 +46,7 @@ def synthetic_config(spec: DataSpec):
     from ..data import synthetic
 
     check_variant(spec.synthetic, 'data.synthetic')
-    variant = getattr(synthetic, 'synthetic_variant', None)
-    # SHIM until timm_adl.data.synthetic.synthetic_variant lands: only 'default' (= SyntheticConfig()) exists.
-    if variant is not None:
-        cfg = variant(spec.synthetic)
-    elif spec.synthetic == 'default':
-        cfg = synthetic.SyntheticConfig()
-    else:
-        raise StudyError(
-            f'synthetic variant {spec.synthetic!r} needs timm_adl.data.synthetic.synthetic_variant'
-        )
+    cfg = synthetic.synthetic_variant(spec.synthetic)
     return cfg.replace(sizes=dict(spec.sizes)) if spec.sizes is not None else cfg
 
 
