@@ -97,6 +97,8 @@ def draw_figure3(
     if len(examples) != len(thresholds):
         raise ValueError(f'got {len(examples)} sets of maps but {len(thresholds)} thresholds')
     first = examples[0]
+    names = list(titles) if titles else [f'model {i + 1}' for i in range(len(examples))]
+    notes = [f'{n}: green boxes at threshold {t:.2f}' for n, t in zip(names, thresholds, strict=True)]
     grid = cam_grid(
         first.images,
         [e.cams for e in examples],
@@ -105,6 +107,8 @@ def draw_figure3(
         titles=list(titles) if titles else None,
         mean=first.mean,
         std=first.std,
+        with_legend=True,
+        notes=notes,
     )
     return Path(save_png(grid, path))
 
