@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from ..train.config import ConfigError
+from ..train.recipes import list_packaged, packaged_dir
 
 __all__ = [
     'EVAL_SPLITS',
@@ -58,7 +59,6 @@ DATA_KEYS = ('synthetic', 'seed', 'sizes', 'root', 'metadata_root')
 # a cell name is a folder path under runs/: letters, digits, '_', '-', '.', nested with '/'
 _NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$')
 BEST_REF = re.compile(r'\{best:([^{}]+)\}')
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 class StudyError(ConfigError):
@@ -143,23 +143,12 @@ class StudyInfo:
 
 def studies_dir() -> Path:
     """``timm_adl/studies`` of an installed wheel, else ``studies/`` of the source checkout."""
-    for candidate in (_PACKAGE_DIR / 'studies', _PACKAGE_DIR.parent / 'studies'):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f'no studies folder: looked in {_PACKAGE_DIR / "studies"} and {_PACKAGE_DIR.parent}'
-    )
+    return packaged_dir('studies')
 
 
 def list_studies() -> list[StudyInfo]:
     """Every shipped study file, sorted by name (its path under ``studies/`` without ``.yaml``)."""
-    root = studies_dir()
-    out = []
-    for path in sorted(root.rglob('*.yaml')):
-        first = path.read_text(encoding='utf-8').splitlines()[:1]
-        summary = first[0].lstrip('#').strip() if first and first[0].startswith('#') else ''
-        out.append(StudyInfo(path.relative_to(root).with_suffix('').as_posix(), path, summary))
-    return out
+    return [StudyInfo(*entry) for entry in list_packaged('studies')]
 
 
 def resolve_study(name_or_path: str | os.PathLike, base: Path | None = None) -> Path:

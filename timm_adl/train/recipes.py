@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import ConfigError
 
-__all__ = ['RecipeInfo', 'list_recipes', 'recipes_dir', 'resolve_recipe']
+__all__ = ['RecipeInfo', 'list_packaged', 'list_recipes', 'packaged_dir', 'recipes_dir', 'resolve_recipe']
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -26,15 +26,24 @@ class RecipeInfo:
     summary: str  # first line of the file's leading comment ('' if none)
 
 
-def recipes_dir() -> Path:
-    """``timm_adl/recipes`` of an installed wheel, else ``recipes/`` of the source checkout."""
-    for candidate in (_PACKAGE_DIR / 'recipes', _PACKAGE_DIR.parent / 'recipes'):
+def packaged_dir(folder: str) -> Path:
+    """``timm_adl/<folder>`` of an installed wheel, else ``<folder>/`` of the source checkout.
+
+    The wheel ships the repository's top-level YAML folders (``recipes``, ``studies``) inside the package.
+    """
+    installed, checkout = _PACKAGE_DIR / folder, _PACKAGE_DIR.parent / folder
+    for candidate in (installed, checkout):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
-        f'no recipes folder: looked in {_PACKAGE_DIR / "recipes"} (installed package) and '
-        f'{_PACKAGE_DIR.parent / "recipes"} (source checkout); reinstall timm-adl'
+        f'no {folder} folder: looked in {installed} (installed package) and {checkout} (source checkout); '
+        'reinstall timm-adl'
     )
+
+
+def recipes_dir() -> Path:
+    """``timm_adl/recipes`` of an installed wheel, else ``recipes/`` of the source checkout."""
+    return packaged_dir('recipes')
 
 
 def _summary(path: Path) -> str:
@@ -43,11 +52,17 @@ def _summary(path: Path) -> str:
     return first.lstrip('#').strip() if first.startswith('#') else ''
 
 
+def list_packaged(folder: str) -> list[tuple[str, Path, str]]:
+    """``(name, path, summary)`` of every YAML file of :func:`packaged_dir`, sorted by name: the name is the
+    path under the folder without ``.yaml``, the summary the first line of the leading comment."""
+    root = packaged_dir(folder)
+    paths = sorted(root.rglob('*.yaml'))
+    return [(p.relative_to(root).with_suffix('').as_posix(), p, _summary(p)) for p in paths]
+
+
 def list_recipes() -> list[RecipeInfo]:
     """Every packaged recipe, sorted by name."""
-    root = recipes_dir()
-    paths = sorted(root.rglob('*.yaml'))
-    return [RecipeInfo(p.relative_to(root).with_suffix('').as_posix(), p, _summary(p)) for p in paths]
+    return [RecipeInfo(*entry) for entry in list_packaged('recipes')]
 
 
 def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
