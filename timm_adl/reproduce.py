@@ -283,7 +283,6 @@ def load_trained(cfg: Any, weights: str | os.PathLike, num_classes: int):
 def _split(cfg: Any, split: str, mean, std):
     from .data import create_wsol_dataset
 
-    kwargs = {'metadata_root': cfg.data.metadata_root} if cfg.data.metadata_root else {}
     try:
         ds = create_wsol_dataset(
             cfg.data.name,
@@ -293,7 +292,7 @@ def _split(cfg: Any, split: str, mean, std):
             img_size=cfg.img_size,
             mean=mean,
             std=std,
-            **kwargs,
+            metadata_root=cfg.data.metadata_root or None,
         )
     except (OSError, ValueError) as err:  # missing or malformed split files: the data module's one line
         raise ReproduceError(f'data, split {split!r}: {str(err).splitlines()[0]}') from None

@@ -46,9 +46,15 @@ def load_split_head(
     """One ``wsol_collate`` batch of the first ``n`` images of ``split`` (``data``: a recipe's DataConfig)."""
     from ..data import create_wsol_dataset, wsol_collate
 
-    kwargs = {'metadata_root': data.metadata_root} if data.metadata_root else {}
     ds = create_wsol_dataset(
-        data.name, data.root, split, is_training=False, img_size=img_size, mean=mean, std=std, **kwargs
+        data.name,
+        data.root,
+        split,
+        is_training=False,
+        img_size=img_size,
+        mean=mean,
+        std=std,
+        metadata_root=data.metadata_root or None,
     )
     if len(ds) == 0:
         raise ValueError(f'split {split!r} of {data.root} has no images')

@@ -52,7 +52,7 @@ def score_run(
         img_size=loaded.img_size,
         mean=loaded.mean,
         std=loaded.std,
-        **({'metadata_root': cfg.data.metadata_root} if cfg.data.metadata_root else {}),
+        metadata_root=cfg.data.metadata_root or None,
     )
     loader = create_wsol_loader(
         ds,

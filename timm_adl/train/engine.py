@@ -175,9 +175,7 @@ def _train_transform(cfg: TrainConfig, mean, std):
 def build_datasets(cfg: TrainConfig, mean, std):
     from ..data import create_wsol_dataset
 
-    common = dict(img_size=cfg.img_size, mean=mean, std=std)
-    if cfg.data.metadata_root:
-        common['metadata_root'] = cfg.data.metadata_root
+    common = dict(img_size=cfg.img_size, mean=mean, std=std, metadata_root=cfg.data.metadata_root or None)
     try:
         train = create_wsol_dataset(
             cfg.data.name, cfg.data.root, cfg.data.train_split, is_training=True, **common
